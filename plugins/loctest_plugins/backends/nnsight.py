@@ -1,0 +1,62 @@
+"""nnsight backend: ``nnsight.LanguageModel`` over the Hugging Face model, interventions at the inputs of
+the MLP down projection and the attention output projection, all sites inside one trace."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from pydantic import Field
+
+from loctest.backend import Backend, BackendConfig, Batch, RunOutput, apply_interventions
+from loctest.errors import UserError
+from loctest.interventions import Intervention, Site, group_by_site
+
+
+class NNsightConfig(BackendConfig):
+    remote: bool = Field(False, description="Run on NDIF (nnsight remote execution); needs an NDIF API key. "
+                                            "Only saved values come back; gradients must be enabled remotely.")
+
+
+class NNsightBackend(Backend):
+    name = "nnsight"
+    description = "nnsight LanguageModel over the Hugging Face model (local, or remote on NDIF)."
+    Config = NNsightConfig
+
+    def __init__(self, model, config=None):
+        super().__init__(model, config)
+        from nnsight import LanguageModel
+
+        self._module = model.instantiate()
+        self.lm = LanguageModel(self._module, tokenizer=model.tokenizer)
+        self.architecture = model.architecture
+
+    def loaded_module(self) -> torch.nn.Module:
+        return self._module
+
+    def _envoy(self, site: Site):
+        envoy = self.lm
+        for part in self.architecture.layer_module_path(site).split("."):
+            envoy = envoy[int(part)] if part.isdigit() else getattr(envoy, part)
+        return envoy
+
+    def run(self, batch: Batch, interventions: Sequence[Intervention] = (), capture: Sequence[Site] = (),
+            grad: bool = False) -> RunOutput:
+        if grad and self.config.remote:
+            raise UserError("gradients are not available through the remote nnsight backend")
+        edits = group_by_site(interventions)
+        # nnsight requires modules to be visited in execution order: attention before MLP within a layer
+        sites = sorted(set(edits) | set(capture), key=lambda s: (s[1], s[0] != "attn"))
+        saved: dict[Site, torch.Tensor] = {}
+        inputs = {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask}
+        with torch.set_grad_enabled(grad):
+            with self.lm.trace(inputs, position_ids=batch.position_ids, remote=self.config.remote):
+                for site in sites:
+                    envoy = self._envoy(site)
+                    activation = envoy.input
+                    if site in edits:
+                        activation = apply_interventions(activation, edits[site], batch)
+                        envoy.input = activation
+                    if site in capture:
+                        saved[site] = activation.save()
+                logits = self.lm.output.logits.save()
+        return RunOutput(logits, saved)

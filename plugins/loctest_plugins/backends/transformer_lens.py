@@ -1,0 +1,58 @@
+"""TransformerLens 4.x backend: a ``TransformerBridge`` over the Hugging Face model, hooks at
+``blocks.L.mlp.hook_post`` and ``blocks.L.attn.hook_z``."""
+from __future__ import annotations
+
+import copy
+import logging
+import warnings
+from collections.abc import Sequence
+
+import torch
+
+from loctest.backend import Backend, Batch, RunOutput, apply_interventions
+from loctest.components import Component
+from loctest.interventions import Intervention, Site, group_by_site
+
+
+def hook_name(site: Site) -> str:
+    kind, layer = site
+    return (Component("mlp", layer, 0) if kind == "mlp" else Component("head", layer, 0)).transformer_lens_hook
+
+
+class TransformerLensBackend(Backend):
+    name = "transformer-lens"
+    description = "TransformerLens 4.x TransformerBridge over the Hugging Face model."
+
+    def __init__(self, model, config=None):
+        super().__init__(model, config)
+        from transformer_lens.model_bridge import TransformerBridge
+
+        self._module = model.instantiate()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            logging.getLogger("transformer_lens").setLevel(logging.ERROR)
+            self.bridge = TransformerBridge.boot_transformers(
+                model.name, hf_model=self._module, tokenizer=copy.deepcopy(model.tokenizer))
+
+    def loaded_module(self) -> torch.nn.Module:
+        return self._module
+
+    def run(self, batch: Batch, interventions: Sequence[Intervention] = (), capture: Sequence[Site] = (),
+            grad: bool = False) -> RunOutput:
+        edits = group_by_site(interventions)
+        captured: dict[Site, torch.Tensor] = {}
+
+        def make_hook(site: Site):
+            def hook(activation, hook):
+                flat = activation.reshape(*activation.shape[:2], -1)  # attention: [B, P, H, Dh] -> [B, P, H*Dh]
+                flat = apply_interventions(flat, edits.get(site, ()), batch)
+                if site in capture:
+                    captured[site] = flat
+                return flat.reshape(activation.shape)
+            return hook
+
+        fwd_hooks = [(hook_name(site), make_hook(site)) for site in sorted(set(edits) | set(capture))]
+        with torch.set_grad_enabled(grad), self.bridge.hooks(fwd_hooks=fwd_hooks):
+            logits = self.bridge(batch.input_ids, attention_mask=batch.attention_mask,
+                                 position_ids=batch.position_ids, return_type="logits")
+        return RunOutput(logits, captured)

@@ -1,0 +1,30 @@
+"""loctest: localization tests for language models.
+
+Plugins write ``from loctest import hookimpl`` and subclass :class:`Locator`, :class:`Editor`,
+:class:`Scorer`, :class:`Dataset` or :class:`Backend`; ``loctest.run("recipe.toml")`` runs a recipe.
+"""
+from . import interventions
+from .backend import Backend, Batch
+from .base import Dataset, Editor, Example, Locator, PluginConfig, Scorer, Scores
+from .components import Component, ComponentSet, ModelShape
+from .context import RunContext
+from .hookspecs import hookimpl
+from .interventions import Intervention
+
+__version__ = "0.1.0"
+
+
+def run(recipe, overrides=None, **options):
+    """Run a recipe file (the Python twin of ``loctest run``); returns :class:`loctest.runner.RunResults`.
+
+    ``overrides`` maps dotted keys to values (like ``--set``); ``options`` are ``out``, ``limit``,
+    ``device``, ``backend``, ``plugins_dirs``, ``blocked_plugins``, ``progress``.
+    """
+    from .runner import run_recipe
+
+    return run_recipe(recipe, overrides or {}, **options)
+
+
+__all__ = ["Backend", "Batch", "Component", "ComponentSet", "Dataset", "Editor", "Example", "Intervention",
+           "Locator", "ModelShape", "PluginConfig", "RunContext", "Scorer", "Scores", "hookimpl",
+           "interventions", "run"]

@@ -1,0 +1,242 @@
+"""The activation-access interface every backend implements.
+
+A backend wraps one loaded model. Subclasses implement a single primitive, :meth:`Backend.run`: one forward
+pass over a left-padded :class:`Batch` with interventions applied, optionally capturing site activations
+(kept in the autograd graph when ``grad=True``). Everything else — batching, next-token log-probabilities,
+continuation log-probabilities, gradients, generation — is built on it here, identically for all backends.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import torch
+
+from .base import Plugin, PluginConfig
+from .interventions import Intervention, Site
+from pydantic import Field
+
+if TYPE_CHECKING:
+    from .models import LoadedModel
+
+
+@dataclass
+class Batch:
+    """Left-padded token ids: ``[pad..., prompt..., continuation...]`` per row."""
+
+    input_ids: torch.Tensor  # [B, P]
+    attention_mask: torch.Tensor  # [B, P], 0 on padding
+    position_ids: torch.Tensor  # [B, P], counted from each row's first real token
+    prompt_mask: torch.Tensor  # [B, P] bool, prompt tokens
+    continuation_mask: torch.Tensor  # [B, P] bool, tokens after the prompt
+
+    @classmethod
+    def from_ids(cls, prompts: Sequence[Sequence[int]], continuations: Sequence[Sequence[int]] | None,
+                 pad_id: int, device: torch.device | str = "cpu") -> "Batch":
+        continuations = continuations or [[] for _ in prompts]
+        width = max(len(p) + len(c) for p, c in zip(prompts, continuations))
+        ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
+        kind = torch.zeros((len(prompts), width), dtype=torch.long)  # 0 pad, 1 prompt, 2 continuation
+        for row, (p, c) in enumerate(zip(prompts, continuations)):
+            start = width - len(p) - len(c)
+            ids[row, start:] = torch.tensor(list(p) + list(c), dtype=torch.long)
+            kind[row, start:start + len(p)] = 1
+            kind[row, start + len(p):] = 2
+        mask = (kind > 0).long()
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        return cls(ids.to(device), mask.to(device), positions.to(device), (kind == 1).to(device), (kind == 2).to(device))
+
+    @property
+    def last_prompt_index(self) -> torch.Tensor:
+        """[B] index of each row's last prompt token."""
+        return self.input_ids.shape[1] - 1 - self.continuation_mask.sum(-1)
+
+    def position_mask(self, policy: str) -> torch.Tensor:
+        """[B, P] bool mask of the positions a policy selects."""
+        if policy == "prompt":
+            return self.prompt_mask
+        if policy == "continuation":
+            return self.continuation_mask
+        if policy == "all":
+            return self.prompt_mask | self.continuation_mask
+        mask = torch.zeros_like(self.prompt_mask)
+        mask[torch.arange(mask.shape[0], device=mask.device), self.last_prompt_index] = True
+        return mask
+
+
+@dataclass
+class RunOutput:
+    logits: torch.Tensor  # [B, P, vocab]
+    activations: dict[Site, torch.Tensor]  # [B, P, width], after interventions
+
+
+def apply_interventions(activation: torch.Tensor, interventions: Sequence[Intervention], batch: Batch) -> torch.Tensor:
+    """Apply a site's interventions, in order, at the positions each selects. ``activation`` is [B, P, width]."""
+    for iv in interventions:
+        where = batch.position_mask(iv.positions).unsqueeze(-1)
+        activation = torch.where(where, iv.transform(activation), activation)
+    return activation
+
+
+class BackendConfig(PluginConfig):
+    batch_size: int = Field(8, ge=1, description="Prompts per forward pass.")
+
+
+class Backend(Plugin):
+    """Activation access over one model. Subclasses implement :meth:`run`."""
+
+    Config = BackendConfig
+
+    def __init__(self, model: LoadedModel, config: PluginConfig | dict | None = None):
+        super().__init__(config)
+        self.loaded = model
+        self.tokenizer = model.tokenizer
+        self.shape = model.shape
+        self.device = model.device
+
+    # -- the one primitive ---------------------------------------------------------------------------
+    def run(self, batch: Batch, interventions: Sequence[Intervention] = (), capture: Sequence[Site] = (),
+            grad: bool = False) -> RunOutput:
+        """One forward pass. Interventions apply at their sites and positions; ``capture`` sites come back
+        [B, P, width] after interventions (in the autograd graph when ``grad``). Hooks never outlive the call."""
+        raise NotImplementedError
+
+    # -- prompts and tokens --------------------------------------------------------------------------
+    def chat_prompt(self, user: str, system: str | None = None) -> str:
+        """The prompt text for a chat turn: the tokenizer's chat template with the generation prompt when it
+        has one, else a plain "system\\n\\nuser\\nAnswer:" layout."""
+        if getattr(self.tokenizer, "chat_template", None):
+            messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": user}]
+            return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return (f"{system}\n\n" if system else "") + f"{user}\nAnswer:"
+
+    @property
+    def uses_chat_template(self) -> bool:
+        return bool(getattr(self.tokenizer, "chat_template", None))
+
+    def answer_token_ids(self, text: str) -> int:
+        """The token that starts ``text`` as the next token after a :meth:`chat_prompt`."""
+        prefix = "" if self.uses_chat_template else " "
+        ids = self.tokenizer.encode(prefix + text, add_special_tokens=False)
+        return ids[0]
+
+    def tokenize(self, texts: Sequence[str], special: bool) -> list[list[int]]:
+        return [self.tokenizer.encode(t, add_special_tokens=special) for t in texts]
+
+    def encode(self, prompts: Sequence[str], continuations: Sequence[str] | None = None) -> Batch:
+        """Tokenize and left-pad. Prompts get the tokenizer's special tokens unless they came from a chat
+        template (which has its own); continuations never do."""
+        prompt_ids = self.tokenize(prompts, special=not self.uses_chat_template)
+        cont_ids = self.tokenize(continuations, special=False) if continuations is not None else None
+        return Batch.from_ids(prompt_ids, cont_ids, self.pad_id, self.device)
+
+    @property
+    def pad_id(self) -> int:
+        tok = self.tokenizer
+        return tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
+
+    def batches(self, n: int, batch_size: int | None = None):
+        size = batch_size or self.config.batch_size
+        for start in range(0, n, size):
+            yield slice(start, min(n, start + size))
+
+    # -- derived operations --------------------------------------------------------------------------
+    @torch.no_grad()
+    def next_token_logprobs(self, prompts: Sequence[str], interventions: Sequence[Intervention] = (),
+                            token_ids: Sequence[int] | None = None, progress: Callable[[int], None] | None = None) -> torch.Tensor:
+        """[N, vocab] (or [N, len(token_ids)]) log-probabilities of the token after each prompt."""
+        out = []
+        for part in self.batches(len(prompts)):
+            batch = self.encode(prompts[part])
+            logits = self.run(batch, interventions).logits
+            last = logits[torch.arange(logits.shape[0], device=logits.device), batch.last_prompt_index]
+            logprobs = torch.log_softmax(last.float(), dim=-1)
+            out.append((logprobs[:, list(token_ids)] if token_ids is not None else logprobs).cpu())
+            if progress:
+                progress(part.stop - part.start)
+        return torch.cat(out)
+
+    @torch.no_grad()
+    def continuation_logprobs(self, prompts: Sequence[str], continuations: Sequence[str],
+                              interventions: Sequence[Intervention] = (), progress: Callable[[int], None] | None = None) -> torch.Tensor:
+        """[N] sum of log-probabilities of each continuation's tokens given its prompt."""
+        out = []
+        for part in self.batches(len(prompts)):
+            batch = self.encode(prompts[part], continuations[part])
+            logprobs = torch.log_softmax(self.run(batch, interventions).logits.float(), dim=-1)
+            # the token at position p is predicted at position p - 1
+            predicted = logprobs[:, :-1].gather(-1, batch.input_ids[:, 1:, None]).squeeze(-1)
+            out.append((predicted * batch.continuation_mask[:, 1:]).sum(-1).cpu())
+            if progress:
+                progress(part.stop - part.start)
+        return torch.cat(out)
+
+    @torch.no_grad()
+    def capture_last(self, prompts: Sequence[str], sites: Sequence[Site], interventions: Sequence[Intervention] = (),
+                     progress: Callable[[int], None] | None = None) -> dict[Site, torch.Tensor]:
+        """Site activations at each prompt's last token: {site: [N, width]}."""
+        out: dict[Site, list[torch.Tensor]] = {s: [] for s in sites}
+        for part in self.batches(len(prompts)):
+            batch = self.encode(prompts[part])
+            acts = self.run(batch, interventions, capture=sites).activations
+            rows = torch.arange(batch.input_ids.shape[0], device=batch.input_ids.device)
+            for s in sites:
+                out[s].append(acts[s][rows, batch.last_prompt_index].float().cpu())
+            if progress:
+                progress(part.stop - part.start)
+        return {s: torch.cat(v) for s, v in out.items()}
+
+    def gradients(self, batch: Batch, sites: Sequence[Site], objective: Callable[[torch.Tensor, Batch], torch.Tensor],
+                  interventions: Sequence[Intervention] = ()) -> tuple[dict[Site, torch.Tensor], dict[Site, torch.Tensor], torch.Tensor]:
+        """Activations, d objective / d activation at ``sites`` ([B, P, width] each), and the objective [B].
+
+        ``objective(logits, batch)`` returns one value per row; rows are independent so the gradient of the
+        sum is each row's own gradient. Only activation gradients are computed, never weight gradients."""
+        with torch.enable_grad(), self._inputs_require_grad():
+            out = self.run(batch, interventions, capture=sites, grad=True)
+            value = objective(out.logits, batch)
+            grads = torch.autograd.grad(value.sum(), [out.activations[s] for s in sites])
+        acts = {s: out.activations[s].detach() for s in sites}
+        return acts, {s: g.detach() for s, g in zip(sites, grads)}, value.detach()
+
+    @contextmanager
+    def _inputs_require_grad(self):
+        """Make the input embeddings require grad so every activation joins the autograd graph."""
+        embedding = self.loaded_module().get_input_embeddings()
+        handle = embedding.register_forward_hook(lambda module, args, output: output.requires_grad_(True))
+        try:
+            yield
+        finally:
+            handle.remove()
+
+    def loaded_module(self) -> torch.nn.Module:
+        """The Hugging Face model this backend runs (for the backend's own use; plugins never need it)."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def generate(self, prompts: Sequence[str], max_new_tokens: int, interventions: Sequence[Intervention] = (),
+                 progress: Callable[[int], None] | None = None) -> list[str]:
+        """Greedy generation with interventions in place (policy "continuation" edits every generated token;
+        "last"/"prompt" edit the prompt at every step). Stops at end-of-sequence."""
+        eos = self.tokenizer.eos_token_id
+        texts = []
+        for part in self.batches(len(prompts)):
+            prompt_ids = self.tokenize(prompts[part], special=not self.uses_chat_template)
+            generated: list[list[int]] = [[] for _ in prompt_ids]
+            done = [False] * len(prompt_ids)
+            for _ in range(max_new_tokens):
+                # the token being predicted sits after the prompt: mark the generated tokens as continuation
+                batch = Batch.from_ids(prompt_ids, generated, self.pad_id, self.device)
+                logits = self.run(batch, interventions).logits[:, -1]
+                for row, token in enumerate(logits.argmax(-1).tolist()):
+                    if not done[row]:
+                        generated[row].append(token)
+                        done[row] = token == eos
+                if all(done):
+                    break
+            texts += [self.tokenizer.decode([t for t in g if t != eos], skip_special_tokens=True).strip() for g in generated]
+            if progress:
+                progress(part.stop - part.start)
+        return texts

@@ -1,0 +1,91 @@
+"""Base classes of the plugin kinds. A plugin subclasses one, sets ``name`` and ``description``, nests a
+``Config`` (a :class:`PluginConfig`) and implements one method."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, ClassVar
+
+from pydantic import BaseModel, ConfigDict
+
+if TYPE_CHECKING:
+    from .components import ComponentSet
+    from .context import RunContext
+    from .interventions import Intervention
+
+
+class PluginConfig(BaseModel):
+    """A plugin's typed settings. Unknown keys are errors; every field has a default (or is required) and a
+    description, which ``loctest plugins`` shows."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Plugin:
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    Config: ClassVar[type[PluginConfig]] = PluginConfig
+
+    def __init__(self, config: PluginConfig | dict | None = None):
+        self.config = config if isinstance(config, PluginConfig) else self.Config(**(config or {}))
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.config!r})"
+
+
+class Locator(Plugin):
+    """Finds components. Implement :meth:`locate`."""
+
+    def locate(self, context: RunContext) -> ComponentSet:
+        raise NotImplementedError
+
+    def depends_on(self) -> list[str]:
+        """Names of arms whose components this locator needs (``context.components[name]``)."""
+        return []
+
+
+class Editor(Plugin):
+    """Turns components into interventions. Implement :meth:`interventions`."""
+
+    def interventions(self, context: RunContext, components: ComponentSet) -> list[Intervention]:
+        raise NotImplementedError
+
+
+@dataclass
+class Scores:
+    """What a scorer returns: per metric, one value per repetition; optional per-example details
+    (JSON-able lists, used for figures) and a note for the report."""
+
+    values: dict[str, list[float]]
+    details: dict[str, list] = field(default_factory=dict)
+    note: str = ""
+
+
+class Scorer(Plugin):
+    """Measures behaviour with an arm's interventions in place. Implement :meth:`score`.
+
+    ``metrics`` names what :meth:`score` returns; ``higher_is_better`` says which way is "better" for each.
+    """
+
+    metrics: ClassVar[tuple[str, ...]] = ()
+    higher_is_better: ClassVar[dict[str, bool]] = {}
+
+    def score(self, context: RunContext, interventions: list[Intervention]) -> Scores:
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class Example:
+    """One question with its correct and incorrect answers (best answers first)."""
+
+    id: str
+    question: str
+    correct: tuple[str, ...]
+    incorrect: tuple[str, ...]
+    category: str = ""
+
+
+class Dataset(Plugin):
+    """Turns rows of a file into :class:`Example` objects. Implement :meth:`load`."""
+
+    def load(self) -> list[Example]:
+        raise NotImplementedError

@@ -1,0 +1,35 @@
+"""A content-addressed JSON cache on disk: finished work survives a killed run."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+
+def cache_key(*parts: Any) -> str:
+    """A stable hash of JSON-able parts (pydantic configs are dumped first)."""
+    def plain(x):
+        return x.model_dump(mode="json") if hasattr(x, "model_dump") else x
+    text = json.dumps([plain(p) for p in parts], sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+class JsonCache:
+    def __init__(self, folder: Path):
+        self.folder = Path(folder)
+
+    def path(self, kind: str, key: str) -> Path:
+        return self.folder / kind / f"{key}.json"
+
+    def get(self, kind: str, key: str) -> Any | None:
+        path = self.path(kind, key)
+        return json.loads(path.read_text()) if path.exists() else None
+
+    def put(self, kind: str, key: str, value: Any) -> None:
+        path = self.path(kind, key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".tmp{os.getpid()}")
+        tmp.write_text(json.dumps(value))
+        tmp.replace(path)  # atomic: a killed run never leaves half a file

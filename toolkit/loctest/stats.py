@@ -1,0 +1,30 @@
+"""Statistics across repetitions, from scipy.stats."""
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+from scipy import stats
+
+Alternative = Literal["greater", "less", "two-sided"]
+
+
+def welch(baseline: list[float], treatment: list[float], alternative: Alternative = "greater") -> dict:
+    """Welch's t-test of baseline vs treatment ("greater": the baseline mean is larger)."""
+    a, b = np.asarray(baseline, float), np.asarray(treatment, float)
+    if len(a) < 2 or len(b) < 2:
+        return {"test": "welch", "alternative": alternative, "t": None, "p": None,
+                "note": "needs at least 2 repetitions per arm"}
+    if a.std() == 0 and b.std() == 0:
+        # no spread: scipy returns nan; the means either differ (certain) or not (no evidence)
+        diff = {"greater": a.mean() > b.mean(), "less": a.mean() < b.mean(), "two-sided": a.mean() != b.mean()}[alternative]
+        return {"test": "welch", "alternative": alternative, "t": None, "p": 0.0 if diff else 1.0,
+                "note": "no spread across repetitions"}
+    res = stats.ttest_ind(a, b, equal_var=False, alternative=alternative)
+    return {"test": "welch", "alternative": alternative, "t": float(res.statistic), "p": float(res.pvalue),
+            "df": float(res.df)}
+
+
+def summary(values: list[float]) -> dict:
+    v = np.asarray(values, float)
+    return {"mean": float(v.mean()), "std": float(v.std(ddof=1)) if len(v) > 1 else 0.0, "n": int(len(v))}
