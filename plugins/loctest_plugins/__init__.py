@@ -1,37 +1,35 @@
-"""loctest's built-in plugins. They register through the ``loctest`` entry-point group like any other plugin."""
-from loctest import hookimpl
+"""loctest's built-in plugins. They register through the ``loctest`` entry-point group like any other plugin.
 
-from .backends.nnsight import NNsightBackend
-from .backends.transformer_lens import TransformerLensBackend
-from .datasets.table import Table
-from .datasets.truthfulqa import TruthfulQABinary
-from .editors.zero_ablation import ZeroAblation
-from .locators.random import RandomLocator
-from .scorers.binary_choice import BinaryChoice
+Every plugin class defined in a module of the ``backends``, ``datasets``, ``locators``, ``editors``,
+``scorers`` and ``judges`` subpackages is registered: adding a built-in means adding a module.
+"""
+import importlib
+import pkgutil
 
-
-@hookimpl
-def register_backends(register):
-    register(TransformerLensBackend)
-    register(NNsightBackend)
+from loctest import Backend, Dataset, Editor, Locator, Scorer, hookimpl
+from loctest.base import Judge
 
 
-@hookimpl
-def register_datasets(register):
-    register(TruthfulQABinary)
-    register(Table)
+def _defined_in(package: str, base: type) -> list[type]:
+    found = []
+    pkg = importlib.import_module(f"{__name__}.{package}")
+    for info in sorted(pkgutil.iter_modules(pkg.__path__), key=lambda i: i.name):
+        module = importlib.import_module(f"{pkg.__name__}.{info.name}")
+        found += [obj for obj in vars(module).values()
+                  if isinstance(obj, type) and issubclass(obj, base) and obj.__module__ == module.__name__ and obj.name]
+    return found
 
 
-@hookimpl
-def register_locators(register):
-    register(RandomLocator)
+def _registrar(package: str, base: type):
+    def hook(register):
+        for cls in _defined_in(package, base):
+            register(cls)
+    return hook
 
 
-@hookimpl
-def register_editors(register):
-    register(ZeroAblation)
-
-
-@hookimpl
-def register_scorers(register):
-    register(BinaryChoice)
+register_backends = hookimpl(_registrar("backends", Backend), specname="register_backends")
+register_datasets = hookimpl(_registrar("datasets", Dataset), specname="register_datasets")
+register_locators = hookimpl(_registrar("locators", Locator), specname="register_locators")
+register_editors = hookimpl(_registrar("editors", Editor), specname="register_editors")
+register_scorers = hookimpl(_registrar("scorers", Scorer), specname="register_scorers")
+register_judges = hookimpl(_registrar("judges", Judge), specname="register_judges")

@@ -5,7 +5,7 @@ Plugins write ``from loctest import hookimpl`` and subclass :class:`Locator`, :c
 """
 from . import interventions
 from .backend import Backend, Batch
-from .base import Dataset, Editor, Example, Locator, PluginConfig, Scorer, Scores
+from .base import Dataset, Editor, Example, Judge, Locator, PluginConfig, Scorer, Scores, Verdict
 from .components import Component, ComponentSet, ModelShape
 from .context import RunContext
 from .hookspecs import hookimpl
@@ -25,6 +25,6 @@ def run(recipe, overrides=None, **options):
     return run_recipe(recipe, overrides or {}, **options)
 
 
-__all__ = ["Backend", "Batch", "Component", "ComponentSet", "Dataset", "Editor", "Example", "Intervention",
+__all__ = ["Backend", "Batch", "Component", "ComponentSet", "Dataset", "Editor", "Example", "Intervention", "Judge",
            "Locator", "ModelShape", "PluginConfig", "RunContext", "Scorer", "Scores", "hookimpl",
-           "interventions", "run"]
+           "interventions", "run", "Verdict"]

@@ -31,6 +31,7 @@ class Batch:
     position_ids: torch.Tensor  # [B, P], counted from each row's first real token
     prompt_mask: torch.Tensor  # [B, P] bool, prompt tokens
     continuation_mask: torch.Tensor  # [B, P] bool, tokens after the prompt
+    past_key_values: object | None = None  # a KV cache of earlier tokens (attention_mask then covers them too)
 
     @classmethod
     def from_ids(cls, prompts: Sequence[Sequence[int]], continuations: Sequence[Sequence[int]] | None,
@@ -102,6 +103,15 @@ class Backend(Plugin):
         """One forward pass. Interventions apply at their sites and positions; ``capture`` sites come back
         [B, P, width] after interventions (in the autograd graph when ``grad``). Hooks never outlive the call."""
         raise NotImplementedError
+
+    @torch.no_grad()
+    def prefill(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None):
+        """The key/value cache of ``input_ids`` from an unedited forward pass, to run later tokens on
+        (``Batch.past_key_values``) without recomputing the prefix."""
+        attention_mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask
+        positions = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+        return self.loaded_module()(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions,
+                                    use_cache=True).past_key_values
 
     # -- prompts and tokens --------------------------------------------------------------------------
     def chat_prompt(self, user: str, system: str | None = None) -> str:

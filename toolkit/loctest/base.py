@@ -72,6 +72,10 @@ class Scorer(Plugin):
     def score(self, context: RunContext, interventions: list[Intervention]) -> Scores:
         raise NotImplementedError
 
+    def compare(self, baseline: Scores, treatment: Scores) -> dict:
+        """Extra JSON-able statistics for a recipe comparison of two arms scored by this scorer (optional)."""
+        return {}
+
 
 @dataclass(frozen=True)
 class Example:
@@ -88,4 +92,19 @@ class Dataset(Plugin):
     """Turns rows of a file into :class:`Example` objects. Implement :meth:`load`."""
 
     def load(self) -> list[Example]:
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """A judge's view of one answer: probabilities that it is truthful and that it is informative."""
+
+    truthful: float
+    informative: float
+
+
+class Judge(Plugin):
+    """Judges generated answers for truthfulness and informativeness. Implement :meth:`judge`."""
+
+    def judge(self, questions: list[str], answers: list[str]) -> list[Verdict]:
         raise NotImplementedError

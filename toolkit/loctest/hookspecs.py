@@ -59,6 +59,15 @@ def register_datasets(register):
 
 
 @hookspec
+def register_judges(register):
+    """Register judge classes (subclasses of ``loctest.Judge``): call ``register(cls)`` for each.
+
+    A judge rates generated answers for truthfulness and informativeness (used by the ``info-truth``
+    scorer). Returns nothing.
+    """
+
+
+@hookspec
 def loctest_before_stage(stage, context):
     """Called before each stage of a run. ``stage`` is "load", "locate:ARM", "edit:ARM", "score:ARM" or
     "report"; ``context`` is the ``RunContext``. Returns nothing."""

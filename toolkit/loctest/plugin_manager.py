@@ -20,13 +20,13 @@ import pluggy
 
 from . import hookspecs
 from .backend import Backend
-from .base import Dataset, Editor, Locator, Scorer
+from .base import Dataset, Editor, Judge, Locator, Scorer
 from .errors import PluginLoadError, UserError
 from .registry import Registry
 
 BUILTIN_PLUGIN = "builtins"
 DISABLE_AUTOLOAD_ENV = "LOCTEST_DISABLE_PLUGIN_AUTOLOAD"
-KINDS = {"locator": Locator, "editor": Editor, "scorer": Scorer, "backend": Backend, "dataset": Dataset}
+KINDS = {"locator": Locator, "editor": Editor, "scorer": Scorer, "backend": Backend, "dataset": Dataset, "judge": Judge}
 
 
 def repo_dropin_dir() -> Path | None:

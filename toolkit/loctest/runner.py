@@ -191,11 +191,12 @@ def run_recipe(recipe_path, overrides=None, *, out=None, limit=None, device=None
     comparisons = []
     for comp in recipe.comparisons:
         scorer, _, metric = comp.metric.partition(".")
-        a = scores[comp.baseline][scorer].values[metric]
-        b = scores[comp.treatment][scorer].values[metric]
+        base, treated = scores[comp.baseline][scorer], scores[comp.treatment][scorer]
+        a, b = base.values[metric], treated.values[metric]
         comparisons.append({"baseline": comp.baseline, "treatment": comp.treatment, "metric": comp.metric,
                             "baseline_mean": summary(a)["mean"], "treatment_mean": summary(b)["mean"],
-                            **welch(a, b, comp.alternative)})
+                            **welch(a, b, comp.alternative),
+                            "extra": recipe.scorers[scorer].build().compare(base, treated)})
     timings["total"] = time.perf_counter() - started
 
     data = {

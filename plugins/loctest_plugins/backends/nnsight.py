@@ -2,6 +2,7 @@
 the MLP down projection and the attention output projection, all sites inside one trace."""
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 
 import torch
@@ -27,7 +28,9 @@ class NNsightBackend(Backend):
         from nnsight import LanguageModel
 
         self._module = model.instantiate()
-        self.lm = LanguageModel(self._module, tokenizer=model.tokenizer)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # nnsight 0.8 deprecates LanguageModel in name only
+            self.lm = LanguageModel(self._module, tokenizer=model.tokenizer)
         self.architecture = model.architecture
 
     def loaded_module(self) -> torch.nn.Module:
@@ -48,8 +51,9 @@ class NNsightBackend(Backend):
         sites = sorted(set(edits) | set(capture), key=lambda s: (s[1], s[0] != "attn"))
         saved: dict[Site, torch.Tensor] = {}
         inputs = {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask}
+        past = {"past_key_values": batch.past_key_values} if batch.past_key_values is not None else {}
         with torch.set_grad_enabled(grad):
-            with self.lm.trace(inputs, position_ids=batch.position_ids, remote=self.config.remote):
+            with self.lm.trace(inputs, position_ids=batch.position_ids, remote=self.config.remote, **past):
                 for site in sites:
                     envoy = self._envoy(site)
                     activation = envoy.input

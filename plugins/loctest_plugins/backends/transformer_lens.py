@@ -54,5 +54,6 @@ class TransformerLensBackend(Backend):
         fwd_hooks = [(hook_name(site), make_hook(site)) for site in sorted(set(edits) | set(capture))]
         with torch.set_grad_enabled(grad), self.bridge.hooks(fwd_hooks=fwd_hooks):
             logits = self.bridge(batch.input_ids, attention_mask=batch.attention_mask,
-                                 position_ids=batch.position_ids, return_type="logits")
+                                 position_ids=batch.position_ids, return_type="logits",
+                                 **({"past_key_values": batch.past_key_values} if batch.past_key_values is not None else {}))
         return RunOutput(logits, captured)
