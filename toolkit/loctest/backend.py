@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from .base import Plugin, PluginConfig
+from .components import ModelShape
 from .interventions import Intervention, Site
 from pydantic import Field
 
@@ -94,8 +95,11 @@ class Backend(Plugin):
         super().__init__(config)
         self.loaded = model
         self.tokenizer = model.tokenizer
-        self.shape = model.shape
         self.device = model.device
+
+    @property
+    def shape(self) -> ModelShape:
+        return self.loaded.shape
 
     # -- the one primitive ---------------------------------------------------------------------------
     def run(self, batch: Batch, interventions: Sequence[Intervention] = (), capture: Sequence[Site] = (),

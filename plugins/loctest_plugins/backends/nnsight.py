@@ -8,8 +8,11 @@ from collections.abc import Sequence
 import torch
 from pydantic import Field
 
+from loctest.architectures import architecture_of, shape_of
 from loctest.backend import Backend, BackendConfig, Batch, RunOutput, apply_interventions
+from loctest.components import ModelShape
 from loctest.errors import UserError
+from loctest.models import EMBEDDED_MODEL, TINY_PREFIX
 from loctest.interventions import Intervention, Site, group_by_site
 
 
@@ -27,11 +30,25 @@ class NNsightBackend(Backend):
         super().__init__(model, config)
         from nnsight import LanguageModel
 
-        self._module = model.instantiate()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # nnsight 0.8 deprecates LanguageModel in name only
-            self.lm = LanguageModel(self._module, tokenizer=model.tokenizer)
-        self.architecture = model.architecture
+            if self.config.remote:
+                if model.name == EMBEDDED_MODEL or model.name.startswith(TINY_PREFIX):
+                    raise UserError(f"remote execution needs a Hugging Face model id that NDIF serves, not {model.name!r}")
+                # NDIF holds the weights: build the model on the meta device from its Hugging Face id
+                self.lm = LanguageModel(model.name, tokenizer=model.tokenizer)
+                self._module = self.lm._module
+                self.architecture = architecture_of(self._module)
+                self._shape = shape_of(self._module, self.architecture)
+            else:
+                self._module = model.instantiate()
+                self.lm = LanguageModel(self._module, tokenizer=model.tokenizer)
+                self.architecture = model.architecture
+                self._shape = model.shape
+
+    @property
+    def shape(self) -> ModelShape:
+        return self._shape
 
     def loaded_module(self) -> torch.nn.Module:
         return self._module
