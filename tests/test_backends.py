@@ -118,3 +118,21 @@ def test_generation_with_interventions_and_prefix_cache(tiny_backend):
                  torch.ones(1, 1, dtype=torch.bool), torch.zeros(1, 1, dtype=torch.bool), cache)
     full = tiny_backend.run(tiny_backend.encode(PROMPTS[:1])).logits[0, -1]
     torch.testing.assert_close(tiny_backend.run(step).logits[0, -1], full, atol=ATOL, rtol=0)
+
+
+def test_cached_generation_equals_uncached_greedy(tiny_backend):
+    """Generation with a KV cache gives the tokens a full re-run of the growing sequence would pick."""
+    comps = ComponentSet([f"mlp:0:{i}" for i in range(30)])
+    for policy in ("last", "continuation", "all"):
+        edits = interventions.zero(comps, tiny_backend.shape, policy)
+        texts = tiny_backend.generate(PROMPTS, max_new_tokens=6, interventions=edits)
+        for prompt, text in zip(PROMPTS, texts):
+            ids = tiny_backend.tokenize([prompt], special=False)[0]
+            new: list[int] = []
+            for _ in range(6):
+                batch = Batch.from_ids([ids], [new], tiny_backend.pad_id)
+                token = int(tiny_backend.run(batch, edits).logits[0, -1].argmax())
+                if token == tiny_backend.tokenizer.eos_token_id:
+                    break
+                new.append(token)
+            assert text == tiny_backend.tokenizer.decode(new, skip_special_tokens=True).strip()

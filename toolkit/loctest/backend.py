@@ -65,7 +65,7 @@ class Batch:
             return self.prompt_mask | self.continuation_mask
         mask = torch.zeros_like(self.prompt_mask)
         mask[torch.arange(mask.shape[0], device=mask.device), self.last_prompt_index] = True
-        return mask
+        return mask & self.prompt_mask  # a step without prompt tokens (cached generation) has no "last"
 
 
 @dataclass
@@ -232,25 +232,31 @@ class Backend(Plugin):
     @torch.no_grad()
     def generate(self, prompts: Sequence[str], max_new_tokens: int, interventions: Sequence[Intervention] = (),
                  progress: Callable[[int], None] | None = None) -> list[str]:
-        """Greedy generation with interventions in place (policy "continuation" edits every generated token;
-        "last"/"prompt" edit the prompt at every step). Stops at end-of-sequence."""
+        """Greedy generation with interventions in place, one cached token at a time: policies "last" and
+        "prompt" edit the prompt, "continuation" edits every generated token, "all" both. Stops at end-of-sequence."""
+        from transformers import DynamicCache
+
         eos = self.tokenizer.eos_token_id
         texts = []
         for part in self.batches(len(prompts)):
-            prompt_ids = self.tokenize(prompts[part], special=not self.uses_chat_template)
-            generated: list[list[int]] = [[] for _ in prompt_ids]
-            done = [False] * len(prompt_ids)
+            batch = self.encode(prompts[part])
+            batch.past_key_values = DynamicCache()  # filled in place by each forward pass
+            rows = batch.input_ids.shape[0]
+            generated = torch.empty((rows, 0), dtype=torch.long, device=self.device)
+            done = torch.zeros(rows, dtype=torch.bool, device=self.device)
             for _ in range(max_new_tokens):
-                # the token being predicted sits after the prompt: mark the generated tokens as continuation
-                batch = Batch.from_ids(prompt_ids, generated, self.pad_id, self.device)
-                logits = self.run(batch, interventions).logits[:, -1]
-                for row, token in enumerate(logits.argmax(-1).tolist()):
-                    if not done[row]:
-                        generated[row].append(token)
-                        done[row] = token == eos
-                if all(done):
+                token = self.run(batch, interventions).logits[:, -1].argmax(-1)
+                token = torch.where(done, torch.full_like(token, eos if eos is not None else self.pad_id), token)
+                generated = torch.cat([generated, token[:, None]], dim=1)
+                done |= token == eos
+                if bool(done.all()):
                     break
-            texts += [self.tokenizer.decode([t for t in g if t != eos], skip_special_tokens=True).strip() for g in generated]
+                ones = torch.ones((rows, 1), dtype=torch.bool, device=self.device)
+                batch = Batch(token[:, None], torch.cat([batch.attention_mask, ones.long()], dim=1),
+                              batch.position_ids[:, -1:] + 1, ~ones, ones, batch.past_key_values)
+            for row in generated.tolist():
+                row = row[: row.index(eos)] if eos in row else row
+                texts.append(self.tokenizer.decode(row, skip_special_tokens=True).strip())
             if progress:
                 progress(part.stop - part.start)
         return texts
