@@ -119,21 +119,20 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     console = Console()
-    errors = Console(stderr=True)
     try:
         return {"run": cmd_run, "validate": cmd_validate, "plugins": cmd_plugins}[args.command](args, console)
     except RecipeError as err:
         for problem in err.problems:
-            errors.print(f"error: {problem}", markup=False, highlight=False)
+            print(f"error: {problem}", file=sys.stderr)
         code = 2
     except UserError as err:
-        errors.print(f"error: {err}", markup=False, highlight=False)
+        print(f"error: {err}", file=sys.stderr)
         code = 2
     except KeyboardInterrupt:
-        errors.print("interrupted: finished work is kept in the cache; run the same command again to resume")
+        print("interrupted: finished work is kept in the cache; run the same command again to resume", file=sys.stderr)
         code = 130
     except Exception as err:  # noqa: BLE001 - the CLI's last line of defence
-        errors.print(f"internal error: {type(err).__name__}: {err} (run with --traceback for details)", markup=False)
+        print(f"internal error: {type(err).__name__}: {err} (run with --traceback for details)", file=sys.stderr)
         code = 1
     if args.traceback and code != 0:
         traceback.print_exc()

@@ -159,8 +159,10 @@ class _Problems:
             return None
 
 
-def _plugin(problems: _Problems, host: PluginHost, kind: str, key: str, data: Any, extra_keys=()) -> PluginSpec | None:
-    """Validate ``{plugin = NAME, ...config}``: the name, then the plugin's config."""
+def _plugin(problems: _Problems, host: PluginHost, kind: str, key: str, data: Any, extra_keys=(),
+            name_key: str | None = None) -> PluginSpec | None:
+    """Validate ``{plugin = NAME, ...config}``: the name (reported at ``name_key``), then the plugin's config."""
+    name_key = name_key or f"{key}.plugin"
     if isinstance(data, str):
         data = {"plugin": data}
     if not isinstance(data, dict):
@@ -168,11 +170,11 @@ def _plugin(problems: _Problems, host: PluginHost, kind: str, key: str, data: An
         return None
     name = data.get("plugin")
     if not isinstance(name, str):
-        problems.add(f"{key}.plugin", f"required: the name of a {kind} plugin; valid: {', '.join(host.registry(kind).names())}")
+        problems.add(name_key, f"required: the name of a {kind} plugin; valid: {', '.join(host.registry(kind).names())}")
         return None
     registry = host.registry(kind)
     if name not in registry:
-        problems.add(f"{key}.plugin", f"unknown {kind} {name!r}: {did_you_mean(name, registry.names())}")
+        problems.add(name_key, f"unknown {kind} {name!r}: {did_you_mean(name, registry.names())}")
         return None
     cls = registry.get(name)
     settings = {k: v for k, v in data.items() if k != "plugin" and k not in extra_keys}
@@ -187,9 +189,11 @@ def validate(raw: dict, path: Path, host: PluginHost) -> Recipe:
     for key in raw:
         if key not in SECTIONS:
             problems.add(key, f"unknown section; {did_you_mean(key, SECTIONS)}")
-    run = problems.model("run", RunSection, raw.get("run", {})) or RunSection()
+    run = problems.model("run", RunSection, raw.get("run", {})) or RunSection.model_construct(
+        backend=raw.get("run", {}).get("backend", "transformer-lens") if isinstance(raw.get("run"), dict) else "transformer-lens")
     model = problems.model("model", ModelConfig, raw.get("model", {})) or ModelConfig()
-    backend = _plugin(problems, host, "backend", "run.backend", {"plugin": run.backend, **raw.get("backend", {})})
+    backend = _plugin(problems, host, "backend", "backend", {"plugin": run.backend, **raw.get("backend", {})},
+                      name_key="run.backend")
     plugins = problems.model("plugins", PluginsSection, raw.get("plugins", {})) or PluginsSection()
 
     datasets = {}
