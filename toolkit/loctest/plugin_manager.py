@@ -12,7 +12,6 @@ import importlib.metadata
 import importlib.util
 import os
 import sys
-import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,7 +20,7 @@ import pluggy
 from . import hookspecs
 from .backend import Backend
 from .base import Dataset, Editor, Judge, Locator, Scorer
-from .errors import PluginLoadError, UserError
+from .errors import PluginLoadError, UserError, did_you_mean
 from .registry import Registry
 
 BUILTIN_PLUGIN = "builtins"
@@ -65,6 +64,18 @@ def _load_file(path: Path):
     return module
 
 
+def _check_hook_names(pm: pluggy.PluginManager) -> None:
+    """``pm.check_pending()``, with a misspelled hook name reported as a user error naming the plugin."""
+    try:
+        pm.check_pending()
+    except pluggy.PluginValidationError as err:
+        specs = [n for n in vars(pm.hook) if not n.startswith("_") and getattr(pm.hook, n).has_spec()]
+        unknown = [n for n in vars(pm.hook) if not n.startswith("_") and not getattr(pm.hook, n).has_spec()
+                   and any(i.plugin is err.plugin for i in getattr(pm.hook, n).get_hookimpls())]
+        raise PluginLoadError(f"plugin {pm.get_name(err.plugin)!r}: unknown hook {unknown[0]!r}; "
+                              f"{did_you_mean(unknown[0], specs)}") from err
+
+
 def create_host(extra_paths: list[str | Path] = (), blocked: list[str] = (), autoload: bool | None = None,
                 strict: bool = False) -> PluginHost:
     """Discover plugins and fill the registries. Import failures are collected in ``host.failures`` (or raised
@@ -77,24 +88,24 @@ def create_host(extra_paths: list[str | Path] = (), blocked: list[str] = (), aut
     if autoload is None:
         autoload = not os.environ.get(DISABLE_AUTOLOAD_ENV)
 
-    def add(name: str, loader):
+    def add(name: str, source: str, loader):
         if pm.is_blocked(name) or pm.has_plugin(name):
             return
         try:
             pm.register(loader(), name=name)
         except Exception as err:  # a broken plugin must not take the others down
-            message = f"plugin {name!r} failed to load: {type(err).__name__}: {err}"
+            message = f"plugin {name!r} ({source}) failed to load: {type(err).__name__}: {err}"
             if strict:
                 raise PluginLoadError(message) from err
-            host.failures.append(message + "\n" + "".join(traceback.format_exception_only(err)).strip())
+            host.failures.append(" ".join(message.split()))
 
     for ep in importlib.metadata.entry_points(group=hookspecs.PROJECT_NAME):
         if autoload or ep.name == BUILTIN_PLUGIN:
-            add(ep.name, ep.load)
+            add(ep.name, f"entry point {ep.value}", ep.load)
     if not pm.has_plugin(BUILTIN_PLUGIN) and not pm.is_blocked(BUILTIN_PLUGIN):
         import loctest_plugins  # running from a source tree that is not installed
 
-        add(BUILTIN_PLUGIN, lambda: loctest_plugins)
+        add(BUILTIN_PLUGIN, "loctest_plugins", lambda: loctest_plugins)
     folders = [repo_dropin_dir()] if autoload else []
     for entry in [*folders, *map(Path, extra_paths)]:
         if entry is None:
@@ -103,8 +114,8 @@ def create_host(extra_paths: list[str | Path] = (), blocked: list[str] = (), aut
             raise UserError(f"plugin path {str(entry)!r} does not exist")
         for file in sorted(entry.glob("*.py")) if entry.is_dir() else [entry]:
             if not file.name.startswith("_"):
-                add(file.stem, lambda f=file: _load_file(f))
-    pm.check_pending()
+                add(file.stem, str(file), lambda f=file: _load_file(f))
+    _check_hook_names(pm)
 
     for kind, base in KINDS.items():
         registry = Registry(kind, base)
