@@ -79,13 +79,16 @@ class Scorer(Plugin):
 
 @dataclass(frozen=True)
 class Example:
-    """One question with its correct and incorrect answers (best answers first)."""
+    """One question with its correct and incorrect answers (best answers first). Multiple-choice datasets
+    also keep the options in their original order (``choices``) and the index of the right one (``answer``)."""
 
     id: str
     question: str
     correct: tuple[str, ...]
     incorrect: tuple[str, ...]
     category: str = ""
+    choices: tuple[str, ...] = ()
+    answer: int = -1
 
 
 class Dataset(Plugin):

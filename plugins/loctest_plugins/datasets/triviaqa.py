@@ -1,0 +1,74 @@
+"""``triviaqa-iti``: ITI's TriviaQA binary choice (gold aliases vs one GPT-4 "plausible but false" answer).
+
+Not shipped (the license of the false answers is unclear): point ``path`` at your copy of the CSV with columns
+``question,answer,false_answer``, ``answer`` holding the gold aliases joined by "; ". Use the filtered file
+(TriviaQA_false_not_in_gold.csv), which drops rows whose false answer is itself a gold alias.
+
+TriviaQA lists aliases in no particular order (often a Wikipedia redirect first, e.g. "Yukon Optics" for
+"Pulsar"), so the best correct answer is, by default, the alias that the most aliases mention as whole words
+once parenthetical qualifiers and case are dropped ("Red" for "Red (comics); Red (song); Red"), preferring
+mixed case, no parentheses and fewer words on ties.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+
+from loctest import Dataset, Example, PluginConfig
+from loctest.errors import UserError
+
+from .table import read_rows, split_answers
+
+COLUMNS = ("question", "answer", "false_answer")
+
+
+def normalise(alias: str) -> str:
+    return " ".join(re.findall(r"\w+", re.sub(r"\([^)]*\)", " ", alias).casefold()))
+
+
+def most_mentioned(aliases: tuple[str, ...]) -> str:
+    """The alias whose normalised words appear in the most aliases (see the module docstring)."""
+    forms = [normalise(a) for a in aliases]
+
+    def rank(i: int):
+        pattern = re.compile(rf"(^| ){re.escape(forms[i])}( |$)")
+        mentions = sum(bool(pattern.search(f)) for f in forms) if forms[i] else -1
+        return mentions, not aliases[i].isupper(), "(" not in aliases[i], -len(forms[i].split()), -i
+
+    return aliases[max(range(len(aliases)), key=rank)]
+
+
+class TriviaQAConfig(PluginConfig):
+    path: str = Field(..., description="ITI's TriviaQA binary-choice CSV (question, answer, false_answer); use "
+                                       "TriviaQA_false_not_in_gold.csv. Relative paths are relative to the recipe.")
+    best_answer: Literal["most-mentioned", "first"] = Field(
+        "most-mentioned", description="Which gold alias is the correct answer shown: the one most aliases mention, "
+                                      "or the first listed.")
+
+
+class TriviaQAITI(Dataset):
+    name = "triviaqa-iti"
+    description = "TriviaQA binary choice from ITI (Li et al. 2023): gold answer vs a plausible false one. Needs 'path'."
+    Config = TriviaQAConfig
+
+    def load(self) -> list[Example]:
+        path = Path(self.config.path)
+        rows = read_rows(path)
+        if rows:
+            missing = [c for c in COLUMNS if c not in rows[0]]
+            if missing:
+                raise UserError(f"triviaqa-iti dataset: {str(path)!r} has no column {missing[0]!r}; "
+                                f"expected {', '.join(COLUMNS)}")
+        examples = []
+        for i, row in enumerate(rows):
+            aliases = split_answers(row["answer"], ";")
+            if not aliases or not row["false_answer"].strip():
+                continue
+            best = most_mentioned(aliases) if self.config.best_answer == "most-mentioned" else aliases[0]
+            examples.append(Example(id=f"triviaqa-{i}", question=row["question"].strip(),
+                                    correct=(best,) + tuple(a for a in aliases if a != best),
+                                    incorrect=(row["false_answer"].strip(),)))
+        return examples
