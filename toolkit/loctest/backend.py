@@ -82,6 +82,14 @@ def apply_interventions(activation: torch.Tensor, interventions: Sequence[Interv
     return activation
 
 
+def continuation_logprob_sums(logits: torch.Tensor, batch: Batch) -> torch.Tensor:
+    """[B] sum of the log-probabilities of each row's continuation tokens (differentiable: no grad mode is set)."""
+    logprobs = torch.log_softmax(logits.float(), dim=-1)
+    # the token at position p is predicted at position p - 1
+    predicted = logprobs[:, :-1].gather(-1, batch.input_ids[:, 1:, None]).squeeze(-1)
+    return (predicted * batch.continuation_mask[:, 1:]).sum(-1)
+
+
 class BackendConfig(PluginConfig):
     batch_size: int = Field(8, ge=1, description="Prompts per forward pass.")
 
@@ -179,10 +187,7 @@ class Backend(Plugin):
         out = []
         for part in self.batches(len(prompts)):
             batch = self.encode(prompts[part], continuations[part])
-            logprobs = torch.log_softmax(self.run(batch, interventions).logits.float(), dim=-1)
-            # the token at position p is predicted at position p - 1
-            predicted = logprobs[:, :-1].gather(-1, batch.input_ids[:, 1:, None]).squeeze(-1)
-            out.append((predicted * batch.continuation_mask[:, 1:]).sum(-1).cpu())
+            out.append(continuation_logprob_sums(self.run(batch, interventions).logits, batch).cpu())
             if progress:
                 progress(part.stop - part.start)
         return torch.cat(out)

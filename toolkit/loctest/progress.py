@@ -29,11 +29,14 @@ class Progress:
 
     @contextmanager
     def task(self, description: str, total: int):
+        """Yields ``advance(n=1, description=None)``: moves the bar, and replaces its text when given
+        (e.g. to show a running loss)."""
         if self._bars is None:
-            yield lambda n=1: None
+            yield lambda n=1, description=None: None
             return
         task_id = self._bars.add_task(description, total=total)
         try:
-            yield lambda n=1: self._bars.advance(task_id, n)
+            yield lambda n=1, description=None: self._bars.update(
+                task_id, advance=n, **({"description": description} if description else {}))
         finally:
             self._bars.update(task_id, completed=self._bars.tasks[task_id].completed)
