@@ -22,7 +22,9 @@ def _overrides(pairs: list[str]) -> dict:
     return out
 
 
-def _plugin_flags(parser):
+def _common_flags(parser):
+    parser.add_argument("--traceback", action="store_true", default=argparse.SUPPRESS,
+                        help="Show the full traceback on errors.")
     parser.add_argument("--plugins-dir", action="append", default=[], metavar="DIR", help="Load plugins from DIR (*.py files).")
     parser.add_argument("--no-plugin", action="append", default=[], metavar="NAME", help="Block the plugin NAME.")
 
@@ -40,16 +42,16 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--device", choices=["auto", "cpu", "cuda"])
     run.add_argument("--backend", help="Backend plugin name (e.g. transformer-lens, nnsight).")
     run.add_argument("--no-progress", action="store_true", help="Hide progress bars.")
-    _plugin_flags(run)
+    _common_flags(run)
 
     validate = sub.add_parser("validate", help="Check a recipe without loading weights.")
     validate.add_argument("recipe")
     validate.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
-    _plugin_flags(validate)
+    _common_flags(validate)
 
     plugins = sub.add_parser("plugins", help="List plugins by kind with their config fields.")
     plugins.add_argument("--json", action="store_true", help="Machine-readable output.")
-    _plugin_flags(plugins)
+    _common_flags(plugins)
     return parser
 
 
@@ -71,6 +73,11 @@ def describe_plugins(host) -> dict:
     return out
 
 
+def warn_failures(host) -> None:
+    for failure in host.failures:
+        print(f"warning: {failure}", file=sys.stderr)
+
+
 def cmd_plugins(args, console: Console) -> int:
     from .plugin_manager import create_host
 
@@ -88,15 +95,15 @@ def cmd_plugins(args, console: Console) -> int:
                                for f in e["config"])
             table.add_row(e["name"], e["plugin"], e["description"], config)
         console.print(table)
-    for failure in host.failures:
-        console.print(f"[yellow]warning:[/] {failure}")
+    warn_failures(host)
     return 0
 
 
 def cmd_validate(args, console: Console) -> int:
     from .runner import prepare
 
-    recipe, _ = prepare(args.recipe, _overrides(args.set), plugins_dirs=args.plugins_dir, blocked_plugins=args.no_plugin)
+    recipe, host = prepare(args.recipe, _overrides(args.set), plugins_dirs=args.plugins_dir, blocked_plugins=args.no_plugin)
+    warn_failures(host)
     console.print(f"{recipe.path}: OK ({len(recipe.arms)} arms, {len(recipe.scorers)} scorers, "
                   f"{len(recipe.datasets)} datasets, {len(recipe.comparisons)} comparisons)")
     return 0
@@ -115,28 +122,31 @@ def cmd_run(args, console: Console) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    console = Console()
-    try:
-        return {"run": cmd_run, "validate": cmd_validate, "plugins": cmd_plugins}[args.command](args, console)
-    except RecipeError as err:
-        for problem in err.problems:
-            print(f"error: {problem}", file=sys.stderr)
-        code = 2
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
-        code = 2
-    except KeyboardInterrupt:
-        print("interrupted: finished work is kept in the cache; run the same command again to resume", file=sys.stderr)
-        code = 130
-    except Exception as err:  # noqa: BLE001 - the CLI's last line of defence
-        print(f"internal error: {type(err).__name__}: {err} (run with --traceback for details)", file=sys.stderr)
-        code = 1
-    if args.traceback and code != 0:
-        traceback.print_exc()
+def report_error(err: BaseException) -> int:
+    """Print ``err`` on stderr, one line per problem, and return the exit code it deserves."""
+    if isinstance(err, RecipeError):
+        lines, code = [f"error: {problem}" for problem in err.problems], 2
+    elif isinstance(err, UserError):
+        lines, code = [f"error: {err}"], 2
+    elif isinstance(err, KeyboardInterrupt):
+        lines, code = ["interrupted: finished work is kept in the cache; run the same command again to resume"], 130
+    else:
+        message = " ".join([*str(err).splitlines()[:1], *getattr(err, "__notes__", [])])
+        lines, code = [f"internal error: {type(err).__name__}: {message} (run with --traceback for details)"], 1
+    for line in lines:
+        print(line, file=sys.stderr)
     return code
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return {"run": cmd_run, "validate": cmd_validate, "plugins": cmd_plugins}[args.command](args, Console())
+    except (Exception, KeyboardInterrupt) as err:  # the CLI's last line of defence: exit codes, no traceback
+        code = report_error(err)
+        if args.traceback:
+            traceback.print_exception(err)
+        return code
 
 
 if __name__ == "__main__":
