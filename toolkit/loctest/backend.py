@@ -212,11 +212,19 @@ class Backend(Plugin):
         """Activations, d objective / d activation at ``sites`` ([B, P, width] each), and the objective [B].
 
         ``objective(logits, batch)`` returns one value per row; rows are independent so the gradient of the
-        sum is each row's own gradient. Only activation gradients are computed, never weight gradients."""
+        sum is each row's own gradient. Only activation gradients are computed, never weight gradients.
+        An objective with T columns ([B, T]) gives gradients [T, B, P, width]: one forward pass, then one
+        backward pass per column."""
         with torch.enable_grad(), self._inputs_require_grad():
             out = self.run(batch, interventions, capture=sites, grad=True)
             value = objective(out.logits, batch)
-            grads = torch.autograd.grad(value.sum(), [out.activations[s] for s in sites])
+            tensors = [out.activations[s] for s in sites]
+            if value.dim() == 1:
+                grads = torch.autograd.grad(value.sum(), tensors)
+            else:
+                columns = [torch.autograd.grad(value[:, t].sum(), tensors, retain_graph=t + 1 < value.shape[1])
+                           for t in range(value.shape[1])]
+                grads = [torch.stack(per_site) for per_site in zip(*columns)]
         acts = {s: out.activations[s].detach() for s in sites}
         return acts, {s: g.detach() for s, g in zip(sites, grads)}, value.detach()
 
