@@ -81,21 +81,31 @@ class Recipe:
 
     def arm_order(self) -> list[str]:
         """Arms in an order where every arm comes after the arms its locator depends on."""
-        order: list[str] = []
+        return dependency_order(arm_dependencies(self.arms))[0]
 
-        def visit(name, stack=()):
-            if name in stack:
-                raise UserError(f"{self.path}: arms: 'match' references form a cycle: {' -> '.join(stack + (name,))}")
-            if name in order:
-                return
-            arm = self.arms[name]
-            for dep in arm.locator.build().depends_on() if arm.locator else []:
-                visit(dep, stack + (name,))
+
+def arm_dependencies(arms: dict[str, ArmSpec]) -> dict[str, list[str]]:
+    """The arms each arm's locator needs (``Locator.depends_on``)."""
+    return {name: arm.locator.build().depends_on() if arm.locator else [] for name, arm in arms.items()}
+
+
+def dependency_order(deps: dict[str, list[str]]) -> tuple[list[str], list[str]]:
+    """The names of ``deps`` with each after its (known) dependencies, and the first cycle met ([] if none)."""
+    order: list[str] = []
+    cycle: list[str] = []
+
+    def visit(name: str, stack: list[str]):
+        if name in stack:
+            cycle[:] = cycle or [*stack[stack.index(name):], name]
+        elif name not in order:
+            for dep in deps[name]:
+                if dep in deps:
+                    visit(dep, [*stack, name])
             order.append(name)
 
-        for name in self.arms:
-            visit(name)
-        return order
+    for name in deps:
+        visit(name, [])
+    return order, cycle
 
 
 def parse_value(text: str) -> Any:
@@ -122,10 +132,12 @@ def apply_overrides(raw: dict, overrides: dict[str, Any]) -> dict:
 
 def read_recipe(path: str | Path) -> dict:
     path = Path(path)
-    if not path.exists():
+    if not path.is_file():
         raise UserError(f"{path}: recipe file not found")
     try:
         return tomllib.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as err:
+        raise RecipeError([f"{path}: expected a UTF-8 TOML file, got undecodable byte at position {err.start}"]) from None
     except tomllib.TOMLDecodeError as err:
         raise RecipeError([f"{path}: TOML syntax error: {err}"]) from None
 
@@ -148,8 +160,7 @@ class _Problems:
         except ValidationError as err:
             fields = list(model.model_fields)
             for e in err.errors():
-                loc = ".".join(str(p) for p in e["loc"])
-                where = f"{key}.{loc}" if loc else key
+                where = key + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in e["loc"])
                 if e["type"] == "extra_forbidden":
                     self.add(where, f"unknown key; {did_you_mean(str(e['loc'][-1]), fields)}")
                 elif e["type"] == "missing":
@@ -192,13 +203,23 @@ def validate(raw: dict, path: Path, host: PluginHost) -> Recipe:
     run = problems.model("run", RunSection, raw.get("run", {})) or RunSection.model_construct(
         backend=raw.get("run", {}).get("backend", "transformer-lens") if isinstance(raw.get("run"), dict) else "transformer-lens")
     model = problems.model("model", ModelConfig, raw.get("model", {})) or ModelConfig()
-    backend = _plugin(problems, host, "backend", "backend", {"plugin": run.backend, **raw.get("backend", {})},
+    backend_settings = raw.get("backend", {})
+    if not isinstance(backend_settings, dict):
+        problems.add("backend", f"expected a table of backend settings, got {type(backend_settings).__name__}")
+        backend_settings = {}
+    if "plugin" in backend_settings:
+        problems.add("backend.plugin", "unknown key; the backend is chosen by run.backend")
+    backend = _plugin(problems, host, "backend", "backend", {**backend_settings, "plugin": run.backend},
                       name_key="run.backend")
     plugins = problems.model("plugins", PluginsSection, raw.get("plugins", {})) or PluginsSection()
+    for i, entry in enumerate(plugins.paths):
+        if not (path.parent / entry).exists():
+            problems.add(f"plugins.paths[{i}]", f"file or folder not found: {path.parent / entry}")
 
     datasets = {}
     selection_keys = set(DatasetSelection.model_fields)
-    for name, data in _table(problems, raw, "datasets").items():
+    dataset_tables = _table(problems, raw, "datasets")
+    for name, data in dataset_tables.items():
         spec = _plugin(problems, host, "dataset", f"datasets.{name}", data, extra_keys=selection_keys)
         selection = problems.model(f"datasets.{name}", DatasetSelection,
                                    {k: v for k, v in data.items() if k in selection_keys} if isinstance(data, dict) else {})
@@ -210,7 +231,8 @@ def validate(raw: dict, path: Path, host: PluginHost) -> Recipe:
             datasets[name] = (spec, selection)
 
     scorers = {}
-    for name, data in _table(problems, raw, "scorers").items():
+    scorer_tables = _table(problems, raw, "scorers")
+    for name, data in scorer_tables.items():
         spec = _plugin(problems, host, "scorer", f"scorers.{name}", data)
         if spec:
             scorers[name] = spec
@@ -242,18 +264,22 @@ def validate(raw: dict, path: Path, host: PluginHost) -> Recipe:
         arms[name] = arm
 
     # references between sections
-    for section, specs in (("scorers", scorers), *((f"arms.{a}.locator", {a: s.locator}) for a, s in arms.items())):
-        for name, spec in specs.items():
-            ref = getattr(spec.config, "dataset", None) if spec else None
-            if ref is not None and ref not in datasets and not any(p.startswith(f"datasets.{ref}") for p in problems.items):
-                where = f"scorers.{name}.dataset" if section == "scorers" else f"{section}.dataset"
-                problems.add(where, f"no dataset {ref!r} in [datasets]; {did_you_mean(ref, datasets)}")
+    users = {f"scorers.{n}": s for n, s in scorers.items()}
     for name, arm in arms.items():
-        match = getattr(arm.locator.config, "match", None) if arm.locator else None
-        if match is not None and match not in arms:
-            problems.add(f"arms.{name}.locator.match", f"no arm {match!r}; {did_you_mean(match, arms)}")
-        elif match == name:
-            problems.add(f"arms.{name}.locator.match", "an arm cannot match itself")
+        users |= {f"arms.{name}.locator": arm.locator, f"arms.{name}.editor": arm.editor}
+    for key, spec in users.items():
+        ref = getattr(spec.config, "dataset", None) if spec else None
+        if isinstance(ref, str) and ref not in dataset_tables:
+            problems.add(f"{key}.dataset", f"no dataset {ref!r} in [datasets]; {did_you_mean(ref, dataset_tables)}")
+    deps = arm_dependencies(arms)
+    for name, needed in deps.items():
+        for dep in needed:
+            if dep not in arm_tables:
+                problems.add(_dependency_key(arms[name], dep), f"no arm {dep!r}; {did_you_mean(dep, arm_tables)}")
+    cycle = dependency_order(deps)[1]
+    if cycle:
+        problems.add(_dependency_key(arms[cycle[0]], cycle[1]),
+                     f"arms depend on each other in a cycle: {' -> '.join(cycle)}")
 
     comparisons = []
     raw_comparisons = raw.get("comparisons", [])
@@ -270,7 +296,7 @@ def validate(raw: dict, path: Path, host: PluginHost) -> Recipe:
                 problems.add(f"comparisons[{i}].{key}", f"no arm {arm!r}; {did_you_mean(arm, arm_tables)}")
         scorer, _, metric = comp.metric.partition(".")
         if scorer not in scorers:
-            if scorer not in _table(problems, raw, "scorers"):
+            if scorer not in scorer_tables:
                 problems.add(f"comparisons[{i}].metric", f"expected 'SCORER.METRIC' with a scorer from [scorers]; "
                                                          f"{did_you_mean(scorer, scorers)}")
         else:
@@ -282,10 +308,13 @@ def validate(raw: dict, path: Path, host: PluginHost) -> Recipe:
 
     if problems.items:
         raise RecipeError(problems.items)
-    recipe = Recipe(path, raw, run, model, backend, [path.parent / p for p in plugins.paths], datasets, scorers,
-                    arms, comparisons)
-    recipe.arm_order()
-    return recipe
+    return Recipe(path, raw, run, model, backend, [path.parent / p for p in plugins.paths], datasets, scorers,
+                  arms, comparisons)
+
+
+def _dependency_key(arm: ArmSpec, dep: str) -> str:
+    """The dotted key of the locator setting that names arm ``dep`` (e.g. ``arms.x.locator.match``)."""
+    return next((f"arms.{arm.name}.locator.{f}" for f, v in arm.locator.config if v == dep), f"arms.{arm.name}.locator")
 
 
 def _table(problems: _Problems, raw: dict, key: str) -> dict:
