@@ -84,6 +84,12 @@ class ModelShape:
     def site_width(self, kind: str) -> int:
         return self.d_mlp if kind == "mlp" else self.n_heads * self.d_head
 
+    def checked(self, components: "ComponentSet") -> "ComponentSet":
+        """``components``, after checking that each exists in a model of this shape."""
+        for c in components:
+            self.check(c)
+        return components
+
     def check(self, component: Component) -> None:
         """Raise UserError if ``component`` does not exist in a model of this shape."""
         limits = {"mlp": self.d_mlp, "head": self.n_heads, "attn": self.n_heads}

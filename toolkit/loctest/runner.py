@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import platform
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from importlib.metadata import PackageNotFoundError, version
@@ -16,7 +17,7 @@ from .base import Example, Scores
 from .cache import JsonCache, cache_key
 from .components import ComponentSet
 from .context import RunContext
-from .errors import UserError
+from .errors import RecipeError, UserError
 from .models import EMBEDDED_MODEL, load_model
 from .plugin_manager import create_host
 from .progress import Progress
@@ -51,8 +52,9 @@ def cli_overrides(limit=None, device=None, backend=None, out=None, raw=None) -> 
         overrides["run.backend"] = backend
     if out is not None:
         overrides["run.out"] = str(out)
-    if limit is not None:
-        for name, data in (raw or {}).get("datasets", {}).items():
+    datasets = (raw or {}).get("datasets", {})
+    if limit is not None and isinstance(datasets, dict):
+        for name, data in datasets.items():
             current = data.get("limit") if isinstance(data, dict) else None
             overrides[f"datasets.{name}.limit"] = min(limit, current) if isinstance(current, int) else limit
     return overrides
@@ -65,7 +67,9 @@ def prepare(recipe_path, overrides=None, limit=None, device=None, backend=None, 
     raw = apply_overrides(read_recipe(path), overrides or {})
     raw = apply_overrides(raw, cli_overrides(limit, device, backend, out, raw))
     recipe_paths = raw.get("plugins", {}).get("paths", []) if isinstance(raw.get("plugins"), dict) else []
-    extra = list(plugins_dirs) + [path.parent / p for p in recipe_paths if isinstance(p, str)]
+    if not isinstance(recipe_paths, list):
+        recipe_paths = []  # validate() reports it
+    extra = list(plugins_dirs) + [path.parent / p for p in recipe_paths if isinstance(p, str) and (path.parent / p).exists()]
     host = create_host(extra_paths=extra, blocked=list(blocked_plugins))
     return validate(raw, path, host), host
 
@@ -105,6 +109,21 @@ def versions() -> dict:
     return found
 
 
+@contextmanager
+def located(recipe: Recipe, key: str, plugin: str):
+    """Errors raised while a plugin works name the recipe key (and plugin) that configured it."""
+    try:
+        yield
+    except RecipeError:
+        raise
+    except UserError as err:
+        raise RecipeError([f"{recipe.path}: {key}: {err}"]) from err
+    except Exception as err:
+        if not any(note.startswith("[in ") for note in getattr(err, "__notes__", [])):
+            err.add_note(f"[in {key}, plugin {plugin!r}]")
+        raise
+
+
 def run_recipe(recipe_path, overrides=None, *, out=None, limit=None, device=None, backend=None, plugins_dirs=(),
                blocked_plugins=(), progress=True, console: Console | None = None) -> RunResults:
     from .report import write_outputs
@@ -113,21 +132,27 @@ def run_recipe(recipe_path, overrides=None, *, out=None, limit=None, device=None
     recipe, host = prepare(recipe_path, overrides, limit, device, backend, out, plugins_dirs, blocked_plugins)
     console = console or Console(stderr=True)
     for failure in host.failures:
-        console.print(f"[yellow]warning:[/] {failure.splitlines()[0]}")
-    run_dir = new_run_dir(Path(recipe.run.out), recipe.run.name or recipe.path.stem)
+        console.print(f"[yellow]warning:[/] {failure}", soft_wrap=True, highlight=False)
     cache = JsonCache(Path(recipe.run.cache))
     hook = host.pm.hook
     timings: dict[str, float] = {}
 
     t = time.perf_counter()
     hook.loctest_before_stage(stage="load", context=None)
-    model = load_model(recipe.model)
-    backend_plugin = recipe.backend.build(model)
+    with located(recipe, "model", recipe.model.name):
+        model = load_model(recipe.model)
+    with located(recipe, "run.backend", recipe.backend.plugin):
+        backend_plugin = recipe.backend.build(model)
     timings["load"] = time.perf_counter() - t
+    run_dir = new_run_dir(Path(recipe.run.out), recipe.run.name or recipe.path.stem)
 
     def loader(name):
         spec, selection = recipe.datasets[name]
-        return lambda: select(spec.build().load(), selection)
+
+        def load():
+            with located(recipe, f"datasets.{name}", spec.plugin):
+                return select(spec.build().load(), selection)
+        return load
 
     bars = Progress(console, enabled=progress)
     context = RunContext(backend=backend_plugin, seed=recipe.run.seed, run_dir=run_dir,
@@ -146,24 +171,26 @@ def run_recipe(recipe_path, overrides=None, *, out=None, limit=None, device=None
             t = time.perf_counter()
             components = ComponentSet()
             if arm.components is not None:
-                components = ComponentSet(arm.components)
+                with located(recipe, f"arms.{arm_name}.components", "components"):
+                    components = context.shape.checked(ComponentSet(arm.components))
             elif arm.locator is not None:
                 deps = {d: context.components[d].names() for d in arm.locator.build().depends_on()}
                 key = cache_key(model_key, arm_name, arm.locator.plugin, arm.locator.config, deps, dataset_keys)
                 hook.loctest_before_stage(stage=f"locate:{arm_name}", context=context)
                 cached = cache.get("components", key)
-                components = ComponentSet.from_json(cached) if cached is not None else arm.locator.build().locate(context)
+                with located(recipe, f"arms.{arm_name}.locator", arm.locator.plugin):
+                    components = context.shape.checked(
+                        ComponentSet.from_json(cached) if cached is not None else arm.locator.build().locate(context))
                 cache.put("components", key, components.names())
                 hook.loctest_after_stage(stage=f"locate:{arm_name}", context=context, result=components)
-            for c in components:
-                context.shape.check(c)
             context.components[arm_name] = components
             timings[f"locate:{arm_name}"] = time.perf_counter() - t
 
             interventions = []
             if arm.editor is not None:
                 hook.loctest_before_stage(stage=f"edit:{arm_name}", context=context)
-                interventions = arm.editor.build().interventions(context, components)
+                with located(recipe, f"arms.{arm_name}.editor", arm.editor.plugin):
+                    interventions = arm.editor.build().interventions(context, components)
                 hook.loctest_after_stage(stage=f"edit:{arm_name}", context=context, result=interventions)
 
             scores[arm_name] = {}
@@ -173,7 +200,8 @@ def run_recipe(recipe_path, overrides=None, *, out=None, limit=None, device=None
                                 arm.editor.config if arm.editor else None, spec.plugin, spec.config, dataset_keys)
                 hook.loctest_before_stage(stage=f"score:{arm_name}", context=context)
                 cached = cache.get("scores", key)
-                result = Scores(**cached) if cached is not None else spec.build().score(context, interventions)
+                with located(recipe, f"scorers.{scorer_name}", spec.plugin):
+                    result = Scores(**cached) if cached is not None else spec.build().score(context, interventions)
                 cache.put("scores", key, {"values": result.values, "details": result.details, "note": result.note})
                 hook.loctest_after_stage(stage=f"score:{arm_name}", context=context, result=result)
                 scores[arm_name][scorer_name] = result
