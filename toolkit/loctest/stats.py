@@ -15,9 +15,10 @@ def welch(baseline: list[float], treatment: list[float], alternative: Alternativ
     if len(a) < 2 or len(b) < 2:
         return {"test": "welch", "alternative": alternative, "t": None, "p": None,
                 "note": "needs at least 2 repetitions per arm"}
-    if a.std() == 0 and b.std() == 0:
-        # no spread: scipy returns nan; the means either differ (certain) or not (no evidence)
-        diff = {"greater": a.mean() > b.mean(), "less": a.mean() < b.mean(), "two-sided": a.mean() != b.mean()}[alternative]
+    if np.ptp(a) == 0 and np.ptp(b) == 0:
+        # no spread (tested exactly: the std of [0.7] * 3 is 1e-16, and scipy answers nan or a meaningless p):
+        # the values either differ (certain) or not (no evidence)
+        diff = {"greater": a[0] > b[0], "less": a[0] < b[0], "two-sided": a[0] != b[0]}[alternative]
         return {"test": "welch", "alternative": alternative, "t": None, "p": 0.0 if diff else 1.0,
                 "note": "no spread across repetitions"}
     res = stats.ttest_ind(a, b, equal_var=False, alternative=alternative)

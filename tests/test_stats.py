@@ -1,0 +1,79 @@
+"""Welch's t-test across repetitions: scipy.stats, an independent formula, and the no-spread cases."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from loctest.stats import summary, welch
+
+BASELINE = [0.62, 0.60, 0.65, 0.61, 0.63, 0.59, 0.64]
+TREATMENT = [0.55, 0.58, 0.52, 0.57, 0.56]
+
+
+@pytest.mark.parametrize("alternative", ["greater", "less", "two-sided"])
+def test_welch_equals_scipy(alternative):
+    result = welch(BASELINE, TREATMENT, alternative)
+    ref = stats.ttest_ind(BASELINE, TREATMENT, equal_var=False, alternative=alternative)
+    assert result["test"] == "welch" and result["alternative"] == alternative
+    assert result["t"] == pytest.approx(ref.statistic, rel=1e-12)
+    assert result["p"] == pytest.approx(ref.pvalue, rel=1e-12)
+    assert result["df"] == pytest.approx(ref.df, rel=1e-12)
+
+
+def test_welch_matches_the_textbook_formula():
+    a, b = np.array(BASELINE), np.array(TREATMENT)
+    va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
+    t = (a.mean() - b.mean()) / math.sqrt(va + vb)
+    df = (va + vb) ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1))  # Welch-Satterthwaite
+    result = welch(BASELINE, TREATMENT, "greater")
+    assert result["t"] == pytest.approx(t, rel=1e-10)
+    assert result["df"] == pytest.approx(df, rel=1e-10)
+    assert result["p"] == pytest.approx(stats.t.sf(t, df), rel=1e-8)
+    assert result["p"] < 1e-3  # the baseline is clearly higher
+    assert welch(BASELINE, TREATMENT, "less")["p"] == pytest.approx(1 - result["p"], abs=1e-12)
+    assert welch(BASELINE, TREATMENT, "two-sided")["p"] == pytest.approx(2 * result["p"], rel=1e-10)
+
+
+@pytest.mark.parametrize("a, b, alternative, p", [
+    ([0.7] * 3, [0.5] * 3, "greater", 0.0),
+    ([0.7] * 3, [0.5] * 3, "less", 1.0),
+    ([0.7] * 3, [0.5] * 3, "two-sided", 0.0),
+    ([0.5] * 3, [0.7] * 3, "greater", 1.0),
+    ([0.5] * 3, [0.5] * 4, "greater", 1.0),
+    ([0.5] * 3, [0.5] * 4, "two-sided", 1.0),
+    ([0.7] * 3, [0.7] * 4, "two-sided", 1.0),  # the float means differ in the last bit; the values do not
+    ([0.7] * 3, [0.7] * 4, "greater", 1.0),
+])
+def test_no_spread_in_either_arm(a, b, alternative, p):
+    result = welch(a, b, alternative)
+    assert result["p"] == p and result["t"] is None
+    assert result["note"] == "no spread across repetitions"
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+def test_why_no_spread_is_not_left_to_scipy():
+    assert math.isnan(stats.ttest_ind([0.5] * 3, [0.5] * 4, equal_var=False).pvalue)
+    assert np.std([0.7] * 3) > 0  # rounding: scipy sees a tiny spread and a meaningless, huge t
+    assert abs(stats.ttest_ind([0.7] * 3, [0.5] * 3, equal_var=False).statistic) > 1e12
+
+
+def test_no_spread_in_one_arm_still_uses_scipy():
+    a, b = [0.5, 0.5, 0.5], [0.4, 0.45, 0.42]
+    ref = stats.ttest_ind(a, b, equal_var=False, alternative="greater")
+    assert welch(a, b)["p"] == pytest.approx(ref.pvalue, rel=1e-12)
+    assert 0 < welch(a, b)["p"] < 0.05
+
+
+def test_fewer_than_two_repetitions_give_no_p_value():
+    result = welch([0.5], [0.4, 0.3])
+    assert result["p"] is None and result["t"] is None
+    assert "at least 2 repetitions" in result["note"]
+
+
+def test_summary():
+    assert summary([1.0, 2.0, 4.0]) == {"mean": pytest.approx(7 / 3), "std": pytest.approx(np.std([1, 2, 4], ddof=1)),
+                                        "n": 3}
+    assert summary([0.25]) == {"mean": 0.25, "std": 0.0, "n": 1}
