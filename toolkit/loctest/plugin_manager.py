@@ -48,7 +48,7 @@ class PluginHost:
         return self.registries[kind]
 
     def plugin_names(self) -> list[str]:
-        return sorted(name for name, _ in self.pm.list_name_plugin())
+        return sorted(name for name, plugin in self.pm.list_name_plugin() if plugin is not None)  # None: blocked
 
 
 def _load_file(path: Path):
@@ -121,7 +121,7 @@ def create_host(extra_paths: list[str | Path] = (), blocked: list[str] = (), aut
         registry = Registry(kind, base)
         host.registries[kind] = registry
         hook = getattr(pm.hook, f"register_{kind}s")
-        for impl in reversed(hook.get_hookimpls()):  # registration order = discovery order
+        for impl in hook.get_hookimpls():  # in registration order = discovery order: built-ins first
             owner = pm.get_name(impl.plugin)
             impl.function(register=lambda cls, o=owner, r=registry: r.register(cls, o))
     return host
