@@ -1,0 +1,177 @@
+"""``ipo-lora``: the optimal localized edit of Wang & Veitch, a rank-1 LoRA restricted to the chosen components
+and trained with IPO on (question, truthful, untruthful) pairs.
+
+The edit is ``o <- o + <a, o> b`` at the input of each layer's output projection that has a chosen head (one
+(a, b) pair per layer; ``a`` reads every head, ``b`` is zero outside the chosen heads' slices); see
+``loctest_plugins.ipo``. With ``full_model = true`` it trains peft's unrestricted rank-1 LoRA on those whole
+projections instead (with every head chosen: the paper's full-model baseline) and applies it as the equivalent
+edit. Trained edits are saved in the run directory (``edits/ARM.safetensors`` + ``.json``) and in the cache, keyed
+by model, components, config, seed and training pairs, so a re-run loads them instead of training.
+"""
+from __future__ import annotations
+
+import time
+import warnings
+from typing import Literal
+
+from pydantic import Field, field_validator
+
+from loctest import ComponentSet, Editor, PluginConfig
+from loctest.cache import JsonCache, cache_key
+from loctest.errors import UserError
+
+from ..ipo import full_model
+from ..ipo.edit import RankOneEdit
+from ..ipo.pairs import PreferencePair, pairs_digest, preference_pairs
+from ..ipo.store import edit_paths, load_edit, save_edit
+from ..ipo.training import Schedule, reference_logprobs, steps, train
+
+PAPER_LR = {"one": 2e-3, "some": 5e-4, "all": 1e-4}  # appendix A: single head, 16 heads, all heads
+
+
+class IpoLoraConfig(PluginConfig):
+    dataset: str = Field("truthfulqa", description="Recipe dataset whose questions train the edit, as every correct x "
+                                                   "incorrect answer pair (the paper: split = 'train', split_fraction = 0.6).")
+    tau: float = Field(0.1, gt=0, description="IPO's tau: the loss pulls each pair's log-ratio margin towards 1/(2 tau) "
+                                              "(the paper sweeps 0.1-0.5).")
+    lr: float | None = Field(None, gt=0, description="Peak AdamW learning rate; None: the paper's by size, 2e-3 for one "
+                                                     "component, 1e-4 for all heads or full_model, else 5e-4.")
+    epochs: int = Field(2, ge=1, description="Passes over the pairs (the paper: 2).")
+    batch_size: int = Field(4, ge=1, description="Pairs per optimiser step (the paper: 4).")
+    max_pairs: int | None = Field(None, ge=1, description="Train on a seeded random subset of at most this many pairs "
+                                                          "(None: all).")
+    positions: Literal["last", "prompt", "continuation", "all"] = Field(
+        "all", description="Where the edit acts, in training and scoring: 'all' tokens, as a LoRA weight update does "
+                           "(the paper), or only the last prompt token, the prompt or the continuation.")
+    prompt: str = Field("{question}", description="User message of the question prompt, with {question}; the chat "
+                                                  "template is applied and the answer is the continuation.")
+    system_prompt: str | None = Field(None, description="System message of the question prompt (None: none).")
+    full_model: bool = Field(False, description="Train peft's unrestricted rank-1 LoRA on the whole output projection "
+                                                "of every layer with a chosen head (all heads chosen: the full-model "
+                                                "baseline) instead of the head-restricted edit.")
+    load: str | None = Field(None, description="Path of an edit saved by an earlier run (edits/ARM.json or "
+                                               ".safetensors): apply it instead of training.")
+
+    @field_validator("prompt")
+    @classmethod
+    def _has_question(cls, value: str) -> str:
+        if "{question}" not in value:
+            raise ValueError("must contain {question}")
+        return value
+
+
+def model_identity(backend) -> dict:
+    """Name, shape and a fingerprint of the weights (the unedited next-token log-probabilities of a fixed prompt,
+    rounded), so edits and cached log-probabilities never cross models."""
+    probe = backend.next_token_logprobs(["loctest model fingerprint: the quick brown fox"])[0]
+    return {"name": backend.loaded.name, "shape": vars(backend.shape),
+            "fingerprint": cache_key([round(v, 3) for v in probe[:512].tolist()])}
+
+
+class IpoLora(Editor):
+    name = "ipo-lora"
+    description = "IPO-trained rank-1 LoRA edit restricted to the chosen heads (Wang & Veitch); full_model: peft's unrestricted LoRA."
+    Config = IpoLoraConfig
+
+    def interventions(self, context, components):
+        if not len(components):
+            raise UserError(f"arms.{context.arm}: ipo-lora needs at least one component; the arm has none")
+        if self.config.load:
+            edit, spec = self.loaded(context, components)
+            source = f"load: {self.config.load}"
+        else:
+            edit, spec, source = self.trained(context, components)
+        save_edit(edit, spec | {"source": source, "arm": context.arm}, context.run_dir / "edits" / context.arm)
+        return edit.interventions(self.config.positions)
+
+    def loaded(self, context, components: ComponentSet) -> tuple[RankOneEdit, dict]:
+        edit, spec = load_edit(self.config.load, context.backend.device)
+        problems = {
+            "model shape": (spec["model"]["shape"], vars(context.shape)),
+            "components": (sorted(spec["components"]), sorted(components.names())),
+            "positions": (spec["config"]["positions"], self.config.positions),
+        }
+        for what, (saved, wanted) in problems.items():
+            if saved != wanted:
+                raise UserError(f"arms.{context.arm}.editor.load: the edit in {self.config.load} was trained for "
+                                f"{what} {_short(saved)}, this arm has {_short(wanted)}")
+        return edit, spec
+
+    def trained(self, context, components: ComponentSet) -> tuple[RankOneEdit, dict, str]:
+        pairs = self.pairs(context)
+        model = model_identity(context.backend)
+        data = {"dataset": self.config.dataset, "n_pairs": len(pairs), "digest": pairs_digest(pairs)}
+        settings = self.config.model_dump(mode="json", exclude={"load"})
+        stored = context.cache_dir / "ipo-lora" / cache_key(model, components.names(), settings, data, context.seed)
+        if edit_paths(stored)[1].exists():
+            edit, spec = load_edit(stored, context.backend.device)
+            return edit, spec, f"cache: {stored}"
+        reference = reference_logprobs(context.backend, pairs, JsonCache(context.cache_dir), cache_key(model, data),
+                                       context.progress)
+        schedule = Schedule(self.config.tau, self.learning_rate(components, context.shape), self.config.epochs,
+                            self.config.batch_size)
+        seed = int(context.rng("ipo-lora", "init").integers(2 ** 31))
+        started = time.perf_counter()
+        with context.progress.task(f"{context.arm}: IPO training", total=steps(len(pairs), schedule)) as advance:
+            run = (self.train_full_model if self.config.full_model else self.train_heads)
+            edit, history, extra = run(context, components, pairs, reference, schedule, seed, advance)
+        spec = {"model": model, "components": components.names(), "config": settings, "seed": context.seed,
+                "training_data": data, "lr": schedule.lr, "steps": len(history), "loss_history": history,
+                "train_seconds": round(time.perf_counter() - started, 3), **extra}
+        save_edit(edit, spec, stored)
+        return edit, spec, "trained"
+
+    def pairs(self, context) -> list[PreferencePair]:
+        if self.config.dataset not in context.datasets:
+            raise UserError(f"arms.{context.arm}.editor.dataset: no dataset {self.config.dataset!r} in [datasets] "
+                            f"(valid: {', '.join(context.datasets) or '(none)'})")
+        backend = context.backend
+        pairs = preference_pairs(context.dataset(self.config.dataset),
+                                 lambda q: backend.chat_prompt(self.config.prompt.format(question=q), self.config.system_prompt),
+                                 answer_prefix="" if backend.uses_chat_template else " ")
+        if not pairs:
+            raise UserError(f"arms.{context.arm}.editor.dataset: dataset {self.config.dataset!r} has no question with "
+                            "both a correct and an incorrect answer")
+        if self.config.max_pairs is not None and len(pairs) > self.config.max_pairs:
+            keep = context.rng("ipo-lora", "subset").choice(len(pairs), size=self.config.max_pairs, replace=False)
+            pairs = [pairs[i] for i in sorted(keep)]
+        return pairs
+
+    def learning_rate(self, components: ComponentSet, shape) -> float:
+        if self.config.lr is not None:
+            return self.config.lr
+        heads = sum(len(cols) for site, cols in components.site_indices(shape).items() if site[0] == "attn")
+        if self.config.full_model or heads == shape.n_layers * shape.site_width("attn"):
+            return PAPER_LR["all"]
+        return PAPER_LR["one"] if len(components) == 1 else PAPER_LR["some"]
+
+    def train_heads(self, context, components, pairs, reference, schedule, seed, advance):
+        import torch
+
+        generator = torch.Generator().manual_seed(seed)
+        edit = RankOneEdit.initial(RankOneEdit.masks(components, context.shape), generator, context.backend.device)
+        positioned = edit.interventions(self.config.positions)
+        history = train(lambda batch: context.backend.run(batch, positioned, grad=True).logits, edit.parameters(),
+                        context.backend, pairs, reference, schedule, context.rng("ipo-lora", "order"), advance,
+                        f"{context.arm}: IPO")
+        return edit, history, {}
+
+    def train_full_model(self, context, components, pairs, reference, schedule, seed, advance):
+        if self.config.positions != "all":
+            raise UserError(f"arms.{context.arm}.editor.positions: full_model trains a weight update, which acts at "
+                            f"every token: use positions = 'all' (got {self.config.positions!r})")
+        loaded = context.backend.loaded
+        targets = {site: loaded.architecture.layer_module_path(site) for site in components.site_indices(context.shape)}
+        model = full_model.lora_model(loaded.instantiate(), targets, seed)  # a model object of its own
+        history = train(full_model.logits_of(model), full_model.lora_parameters(model), context.backend, pairs,
+                        reference, schedule, context.rng("ipo-lora", "order"), advance, f"{context.arm}: IPO (peft)")
+        edit, residual = full_model.to_edit(model, targets)
+        if residual > 1e-4:
+            warnings.warn(f"ipo-lora full_model: the output projection is not full row rank; the converted edit loses "
+                          f"{residual:.1%} of the LoRA's output direction (see spec conversion_residual)", stacklevel=2)
+        return edit, history, {"conversion_residual": residual}
+
+
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) < 120 else text[:117] + "..."
