@@ -105,7 +105,7 @@ def cmd_validate(args, console: Console) -> int:
     recipe, host = prepare(args.recipe, _overrides(args.set), plugins_dirs=args.plugins_dir, blocked_plugins=args.no_plugin)
     warn_failures(host)
     console.print(f"{recipe.path}: OK ({len(recipe.arms)} arms, {len(recipe.scorers)} scorers, "
-                  f"{len(recipe.datasets)} datasets, {len(recipe.comparisons)} comparisons)")
+                  f"{len(recipe.datasets)} datasets, {len(recipe.comparisons)} comparisons)", soft_wrap=True)
     return 0
 
 
@@ -117,8 +117,8 @@ def cmd_run(args, console: Console) -> int:
                          backend=args.backend, plugins_dirs=args.plugins_dir, blocked_plugins=args.no_plugin,
                          progress=not args.no_progress, console=Console(stderr=True))
     console.print(results_table(results))
-    console.print(f"Report: {results.run_dir / 'report.md'}")
-    console.print(f"Results: {results.run_dir / 'results.json'}")
+    console.print(f"Report: {results.run_dir / 'report.md'}", soft_wrap=True)
+    console.print(f"Results: {results.run_dir / 'results.json'}", soft_wrap=True)
     return 0
 
 
