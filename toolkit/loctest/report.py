@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import json
+import re
 
 import matplotlib
+import numpy as np
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -27,40 +29,166 @@ def metric_rows(results):
                     yield arm, scorer, metric, s
 
 
+KIND_LABELS = {"mlp": "MLP neurons", "attn": "attention neurons", "head": "attention heads"}
+
+
+def safe(name: str) -> str:
+    """A name usable in a file name."""
+    return re.sub(r"[^\w.-]+", "_", name)
+
+
+def counts_by_kind(counts_by_layer: dict[str, int], neuron_rows: bool = False) -> dict[str, dict[int, int]]:
+    """{"kind:layer": n} as {kind: {layer: n}}, kinds in KIND_LABELS order. ``neuron_rows``: when MLP or
+    attention neurons are present, both kinds get a row (empty or not), as in the paper's Figure 5."""
+    found: dict[str, dict[int, int]] = {}
+    for key, n in counts_by_layer.items():
+        kind, layer = key.split(":")
+        found.setdefault(kind, {})[int(layer)] = n
+    if neuron_rows and {"mlp", "attn"} & set(found):
+        found = {"mlp": {}, "attn": {}} | found
+    return {k: found[k] for k in sorted(found, key=list(KIND_LABELS).index)}
+
+
+def save(fig, results, name: str) -> str:
+    fig.tight_layout()
+    fig.savefig(results.run_dir / name, dpi=110)
+    plt.close(fig)
+    return name
+
+
+def metric_bars(results, metric: str, rows: list) -> str:
+    fig, ax = plt.subplots(figsize=(max(4, 1.2 * len(rows)), 3.2))
+    ax.bar([r[0] for r in rows], [r[1] for r in rows], yerr=[r[2] for r in rows], capsize=4, color="#4c78a8")
+    ax.set_ylabel(metric)
+    ax.set_title(f"{metric} per arm (mean ± std over repetitions)")
+    ax.tick_params(axis="x", rotation=20)
+    return save(fig, results, f"figures/{safe(metric)}.png")
+
+
+def layer_heatmap(results, arm: str, counts_by_layer: dict[str, int]) -> str:
+    """Figure 5 of Truth Neurons: each cell is the share of the arm's components in that layer (rows: kinds)."""
+    n_layers = results.data["model"]["n_layers"]
+    by_kind = counts_by_kind(counts_by_layer, neuron_rows=True)
+    total = sum(counts_by_layer.values())
+    grid = np.zeros((len(by_kind), n_layers))
+    for row, layers in enumerate(by_kind.values()):
+        for layer, n in layers.items():
+            grid[row, layer] = n / total
+    fig, ax = plt.subplots(figsize=(max(6, 0.28 * n_layers + 2.5), 0.55 * len(by_kind) + 1.6))
+    image = ax.imshow(grid, cmap="Blues", vmin=0, aspect="auto")
+    ax.set_yticks(range(len(by_kind)), [KIND_LABELS[k] for k in by_kind])
+    step = max(1, n_layers // 16)
+    ax.set_xticks(range(0, n_layers, step))
+    ax.set_xlabel("layer")
+    ax.set_title(f"{arm}: share of its {total} components in each layer")
+    fig.colorbar(image, ax=ax, fraction=0.03, pad=0.02)
+    return save(fig, results, f"figures/layers_{safe(arm)}.png")
+
+
+def category_bars(results, comparison: dict) -> str:
+    """Figure 4 of Truth Neurons: per category, the share of questions whose correct-answer probability fell."""
+    extra = comparison["extra"]
+    items = sorted(extra["categories"].items(), key=lambda kv: kv[1]["fell_share"])
+    fig, ax = plt.subplots(figsize=(7, 0.32 * len(items) + 1.6))
+    bars = ax.barh([f"{name} ({c['n']})" for name, c in items], [100 * c["fell_share"] for _, c in items], color="#4c78a8")
+    ax.bar_label(bars, fmt="%.0f", padding=2, fontsize=8)
+    ax.axvline(100 * extra["fell_share"], color="#e45756", linestyle="--", label=f"all questions: {extra['fell_share']:.0%}")
+    ax.set_xlim(0, 100)
+    ax.set_xlabel("questions whose correct-answer probability fell (%)")
+    ax.set_title(f"{comparison['treatment']} vs {comparison['baseline']} (categories with ≥ {extra['min_category_size']} questions)",
+                 fontsize=9)
+    ax.legend(loc="lower right", fontsize=8)
+    scorer = comparison["metric"].partition(".")[0]
+    return save(fig, results, f"figures/fell_by_category_{safe(scorer)}_{safe(comparison['baseline'])}_vs_"
+                              f"{safe(comparison['treatment'])}.png")
+
+
 def figures(results) -> list[str]:
-    folder = results.run_dir / "figures"
-    folder.mkdir(exist_ok=True)
-    written = []
+    (results.run_dir / "figures").mkdir(exist_ok=True)
     by_metric: dict[str, list] = {}
     for arm, scorer, metric, s in metric_rows(results):
         by_metric.setdefault(f"{scorer}.{metric}", []).append((arm, s["mean"], s["std"]))
-    for metric, rows in by_metric.items():
-        fig, ax = plt.subplots(figsize=(max(4, 1.2 * len(rows)), 3.2))
-        ax.bar([r[0] for r in rows], [r[1] for r in rows], yerr=[r[2] for r in rows], capsize=4, color="#4c78a8")
-        ax.set_ylabel(metric)
-        ax.set_title(f"{metric} per arm (mean ± std over repetitions)")
-        ax.tick_params(axis="x", rotation=20)
-        fig.tight_layout()
-        name = f"figures/{metric}.png"
-        fig.savefig(results.run_dir / name, dpi=110)
-        plt.close(fig)
-        written.append(name)
-    n_layers = results.data["model"]["n_layers"]
-    located = {arm: d["counts_by_layer"] for arm, d in results.data["arms"].items() if d["n_components"]}
-    if located:
-        fig, ax = plt.subplots(figsize=(7, 3.2))
-        for arm, counts in located.items():
-            per_layer = [sum(n for k, n in counts.items() if int(k.split(":")[1]) == l) for l in range(n_layers)]
-            ax.plot(range(n_layers), per_layer, marker="o", label=arm)
-        ax.set_xlabel("layer")
-        ax.set_ylabel("components")
-        ax.set_title("Components per layer")
-        ax.legend()
-        fig.tight_layout()
-        fig.savefig(results.run_dir / "figures/components_per_layer.png", dpi=110)
-        plt.close(fig)
-        written.append("figures/components_per_layer.png")
+    written = [metric_bars(results, metric, rows) for metric, rows in by_metric.items()]
+    written += [layer_heatmap(results, arm, d["counts_by_layer"]) for arm, d in results.data["arms"].items()
+                if d["n_components"]]
+    written += [category_bars(results, c) for c in results.data["comparisons"] if c.get("extra", {}).get("categories")]
     return written
+
+
+def pct(x) -> str:
+    return "n/a" if x is None else f"{100 * x:.1f}%"
+
+
+def components_text(arm_data: dict) -> str:
+    kinds = {k: sum(layers.values()) for k, layers in counts_by_kind(arm_data["counts_by_layer"]).items()}
+    detail = ", ".join(f"{k} {n}" for k, n in kinds.items())
+    return f"{arm_data['n_components']}" + (f" ({detail})" if len(kinds) > 1 else "")
+
+
+def category_lines(c: dict) -> list[str]:
+    extra = c["extra"]
+    lines = ["", f"Questions whose P(correct) fell, {c['treatment']} vs {c['baseline']}, per category with "
+                 f"≥ {extra['min_category_size']} questions ({extra['categories_left_out']} smaller categories left "
+                 "out; Figure 4 style):", "", "| category | questions | fell |", "|---|---|---|"]
+    return lines + [f"| {cat} | {v['n']} | {pct(v['fell_share'])} |"
+                    for cat, v in sorted(extra["categories"].items(), key=lambda kv: -kv[1]["fell_share"])]
+
+
+def paired_line(c: dict) -> str:
+    e = c["extra"]
+    return (f"- {c['treatment']} vs {c['baseline']}, {e['paired_test']} on {e['n']} paired questions: right only under "
+            f"{c['baseline']} {e['baseline_only_right']}, only under {c['treatment']} {e['treatment_only_right']}; "
+            f"p ({c['baseline']} greater) = {fmt(e['p_baseline_greater'], 4)}, two-sided p = {fmt(e['p_two_sided'], 4)}")
+
+
+def suppression_tables(d: dict) -> list[str]:
+    """Truth Neurons Table 1 style: per compared metric, the baseline and each treatment with its number of
+    components, mean ± std and Welch p; for binary choice also the Eq. 11 relative drop, the share of questions
+    whose correct-answer probability fell and its per-category table (Figure 4); paired tests where given."""
+    lines: list[str] = []
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for c in d["comparisons"]:
+        groups.setdefault((c["baseline"], c["metric"]), []).append(c)
+    for (baseline, metric), comps in groups.items():
+        scorer, _, name = metric.partition(".")
+        shift = any("relative_drop" in c.get("extra", {}) for c in comps)
+        extra_head = " relative drop of P(correct), Eq. 11 | questions whose P(correct) fell |" if shift else ""
+        base = d["arms"][baseline]["scores"][scorer][name]
+        lines += ["", f"### {metric}: {baseline} against each treatment", "",
+                  f"| arm | components | {name} (mean ± std) | Welch p (alternative) |{extra_head}",
+                  "|---|---|---|---|" + ("---|---|" if shift else ""),
+                  f"| {baseline} | {components_text(d['arms'][baseline])} | {fmt(base['mean'])} ± {fmt(base['std'])} | |"
+                  + (" | |" if shift else "")]
+        for c in comps:
+            s = d["arms"][c["treatment"]]["scores"][scorer][name]
+            extra = c.get("extra", {})
+            star = "\\*" if c["p"] is not None and c["p"] < 0.05 else ""
+            row = (f"| {c['treatment']} | {components_text(d['arms'][c['treatment']])} | {fmt(s['mean'])} ± "
+                   f"{fmt(s['std'])}{star} | {fmt(c['p'], 4)} ({c['alternative']}) |")
+            lines.append(row + (f" {pct(extra.get('relative_drop'))} | {pct(extra.get('fell_share'))} |" if shift else ""))
+        lines += ["", "\\* p < 0.05 (Welch's t-test across repetitions)."
+                  + (" Eq. 11: mean over questions of (P_pre − P_post) / P_pre of the correct answer's label, read "
+                     "in each repetition's answer order, averaged over repetitions." if shift else "")]
+        for c in comps:
+            if c.get("extra", {}).get("categories"):
+                lines += category_lines(c)
+        paired = [paired_line(c) for c in comps if c.get("extra", {}).get("paired_test")]
+        lines += [""] + paired if paired else []
+    return lines
+
+
+def accuracy_matrix(d: dict) -> list[str]:
+    """Truth Neurons Table 2 style: accuracy of every arm under every scorer that measures it."""
+    scorers = list(dict.fromkeys(s for a in d["arms"].values() for s, ms in a["scores"].items() if "accuracy" in ms))
+    if len(scorers) < 2:
+        return []
+    lines = ["", "## Accuracy by arm and scorer", "", "| arm | " + " | ".join(scorers) + " |",
+             "|---|" + "---|" * len(scorers)]
+    for arm, a in d["arms"].items():
+        cells = [a["scores"].get(s, {}).get("accuracy") for s in scorers]
+        lines.append(f"| {arm} | " + " | ".join("" if c is None else fmt(c["mean"]) + (f" ± {fmt(c['std'])}" if c["n"] > 1 else "")
+                                             for c in cells) + " |")
+    return lines
 
 
 def markdown(results, figure_files: list[str], sections: list[str]) -> str:
@@ -85,6 +213,9 @@ def markdown(results, figure_files: list[str], sections: list[str]) -> str:
         for c in d["comparisons"]:
             lines.append(f"| {c['baseline']} | {c['treatment']} | {c['metric']} | {fmt(c['baseline_mean'])} | "
                          f"{fmt(c['treatment_mean'])} | {c['alternative']} | {fmt(c['t'], 2)} | {fmt(c['p'], 4)} |")
+    if d["comparisons"]:
+        lines += ["", "## Effect of each treatment"] + suppression_tables(d)
+    lines += accuracy_matrix(d)
     lines += ["", "## Figures", ""] + [f"![{f}]({f})" for f in figure_files]
     lines += ["", "## Files", "", "- `results.json`: resolved recipe, seeds, versions, per-repetition values, statistics, timings",
               "- `components/ARM.json`: located components with their TransformerLens and nnsight names",

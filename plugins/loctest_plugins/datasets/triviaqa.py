@@ -6,8 +6,9 @@ Not shipped (the license of the false answers is unclear): point ``path`` at you
 
 TriviaQA lists aliases in no particular order (often a Wikipedia redirect first, e.g. "Yukon Optics" for
 "Pulsar"), so the best correct answer is, by default, the alias that the most aliases mention as whole words
-once parenthetical qualifiers and case are dropped ("Red" for "Red (comics); Red (song); Red"), preferring
-mixed case, no parentheses and fewer words on ties.
+once parenthetical qualifiers and case are dropped ("Red" for "Red (comics); Red (song); Red"). Ties go to the
+quiz's own answer, which TriviaQA keeps as an upper-case alias ("PULSAR"; acronyms such as "FCOJ" do not
+count), then to mixed case ("Giglio" over "GIGLIO"), no parentheses and fewer words.
 """
 from __future__ import annotations
 
@@ -32,11 +33,12 @@ def normalise(alias: str) -> str:
 def most_mentioned(aliases: tuple[str, ...]) -> str:
     """The alias whose normalised words appear in the most aliases (see the module docstring)."""
     forms = [normalise(a) for a in aliases]
+    quiz = {f for a, f in zip(aliases, forms) if a.isupper() and re.search(r"[A-Z]{5}", a)}
 
     def rank(i: int):
         pattern = re.compile(rf"(^| ){re.escape(forms[i])}( |$)")
         mentions = sum(bool(pattern.search(f)) for f in forms) if forms[i] else -1
-        return mentions, not aliases[i].isupper(), "(" not in aliases[i], -len(forms[i].split()), -i
+        return mentions, forms[i] in quiz, not aliases[i].isupper(), "(" not in aliases[i], -len(forms[i].split()), -i
 
     return aliases[max(range(len(aliases)), key=rank)]
 
