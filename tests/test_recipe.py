@@ -348,3 +348,8 @@ def test_validate_loads_no_weights(tmp_path, capsys, no_weights, model):
     path = write(tmp_path, BASE.replace('name = "tiny-llama"', f'name = "{model}"'))
     assert main(["validate", str(path)]) == 0
     assert capsys.readouterr().out.strip() == f"{path}: OK (3 arms, 1 scorers, 1 datasets, 1 comparisons)"
+
+
+def test_missing_local_model_folder(tmp_path):
+    text = BASE.replace('name = "tiny-llama"', f'name = "{tmp_path / "no-model"}"')
+    assert problems(tmp_path, text) == [f"model.name: no such local folder: {tmp_path / 'no-model'}"]

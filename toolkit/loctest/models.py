@@ -129,6 +129,11 @@ def tiny_config(kind: str, layers: int):
     return AutoConfig.for_model(model_type, **spec, **common)
 
 
+def missing_local_path(name: str) -> bool:
+    """True for a name written as a local path (starting with '/', '.' or '~') that does not exist."""
+    return name.startswith(("/", ".", "~")) and not Path(name).expanduser().exists()
+
+
 def load_model(config: ModelConfig) -> LoadedModel:
     """Load tokenizer now and weights on first use (so ``validate`` never loads weights)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -159,6 +164,8 @@ def load_model(config: ModelConfig) -> LoadedModel:
         def load():
             return finish(AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf, **kwargs))
     else:
+        if missing_local_path(config.name):
+            raise UserError(f"model {config.name!r}: no such local folder")
         try:
             tokenizer = AutoTokenizer.from_pretrained(config.name, revision=config.revision)
         except (OSError, ValueError) as err:

@@ -15,7 +15,7 @@ from pydantic import BaseModel, Field, ValidationError
 from .base import PluginConfig
 from .components import Component
 from .errors import RecipeError, UserError, did_you_mean
-from .models import ModelConfig
+from .models import ModelConfig, missing_local_path
 from .plugin_manager import PluginHost
 from .stats import Alternative
 
@@ -203,6 +203,8 @@ def validate(raw: dict, path: Path, host: PluginHost) -> Recipe:
     run = problems.model("run", RunSection, raw.get("run", {})) or RunSection.model_construct(
         backend=raw.get("run", {}).get("backend", "transformer-lens") if isinstance(raw.get("run"), dict) else "transformer-lens")
     model = problems.model("model", ModelConfig, raw.get("model", {})) or ModelConfig()
+    if missing_local_path(model.name):
+        problems.add("model.name", f"no such local folder: {model.name}")
     backend_settings = raw.get("backend", {})
     if not isinstance(backend_settings, dict):
         problems.add("backend", f"expected a table of backend settings, got {type(backend_settings).__name__}")
