@@ -35,9 +35,10 @@ def most_mentioned(aliases: tuple[str, ...]) -> str:
     forms = [normalise(a) for a in aliases]
     quiz = {f for a, f in zip(aliases, forms) if a.isupper() and re.search(r"[A-Z]{5}", a)}
 
+    padded = [f" {f} " for f in forms]
+
     def rank(i: int):
-        pattern = re.compile(rf"(^| ){re.escape(forms[i])}( |$)")
-        mentions = sum(bool(pattern.search(f)) for f in forms) if forms[i] else -1
+        mentions = sum(padded[i] in other for other in padded) if forms[i] else -1
         return mentions, forms[i] in quiz, not aliases[i].isupper(), "(" not in aliases[i], -len(forms[i].split()), -i
 
     return aliases[max(range(len(aliases)), key=rank)]

@@ -5,8 +5,8 @@ examples, then the question, its options "A. ..", "B. .." in their original orde
 is the user message of the chat template under the Truth Neurons paper's MMLU system prompt (their Figure 8);
 with ``chat = false``, or for a model without a chat template, it is the raw text. The model's choice is the
 label with the highest next-token probability ("A", "B", ... after the chat template; " A", " B", ... after
-raw text). The order of the options is the dataset's, so one repetition is the whole measurement; comparisons
-get an exact McNemar test on the paired per-question outcomes.
+raw text; only the labels of the example's options compete). The options keep the dataset's order, so one
+repetition is the whole measurement; comparisons get an exact McNemar test on the paired per-question outcomes.
 """
 from __future__ import annotations
 
@@ -49,6 +49,12 @@ def mmlu_prompt(example, shots=()) -> str:
     return f"The following are multiple choice questions (with answers){about}.\n\n{solved}{format_question(example)}"
 
 
+def raw_label_token(backend, label: str) -> int:
+    """The token carrying " {label}" after raw text: the last token of its encoding (BPE: one token " A";
+    byte-level or sentencepiece tokenizers may put a bare space first)."""
+    return backend.tokenize([f" {label}"], special=False)[0][-1]
+
+
 def natural_key(text: str) -> list:
     return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", text)]
 
@@ -74,7 +80,7 @@ class MMLUScorer(Scorer):
             prompts = [backend.chat_prompt(p, self.config.system_prompt or None) for p in prompts]
         width = max(len(e.choices) for e in examples)
         labels = LABELS[:width]
-        ids = [backend.answer_token_ids(l) if chat else backend.tokenize([f" {l}"], special=False)[0][0] for l in labels]
+        ids = [backend.answer_token_ids(l) if chat else raw_label_token(backend, l) for l in labels]
         if len(set(ids)) < width:
             raise UserError(f"mmlu scorer: the labels {', '.join(labels)} do not start with distinct tokens for this tokenizer")
         with context.progress.task(f"{context.arm}: MMLU", total=len(prompts)) as advance:
