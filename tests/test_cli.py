@@ -14,6 +14,7 @@ from test_plugins import BUILTINS, clean_dropins, write_plugin  # noqa: F401 - c
 
 RECIPE = """
 [run]
+backend = "nnsight"
 out = "OUT/runs"
 cache = "OUT/cache"
 

@@ -1,0 +1,313 @@
+"""End-to-end runs on tiny-llama: the run directory, the Python API, caching and resume, the random control,
+CLI flags, lifecycle hooks and backend parity."""
+from __future__ import annotations
+
+import json
+import sys
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import loctest
+from loctest import ComponentSet, ModelShape, RunContext
+from loctest.cli import main
+from loctest.progress import Progress
+from loctest.runner import RunResults, new_run_dir
+from loctest.stats import summary
+from loctest_plugins.locators.random import RandomLocator
+from test_plugins import clean_dropins, write_plugin  # noqa: F401 - clean_dropins is a fixture
+
+PARITY_ATOL = 1e-5  # probabilities, float32 on CPU; accuracies must be identical
+
+RECIPE = """
+[run]
+seed = 0
+backend = "nnsight"
+out = "OUT/runs"
+cache = "OUT/cache"
+
+[model]
+name = "tiny-llama"
+
+[datasets.tqa]
+plugin = "truthfulqa-binary"
+limit = 8
+
+[scorers.tqa]
+plugin = "binary-choice"
+dataset = "tqa"
+repetitions = 3
+
+[arms.baseline]
+
+[arms.matched]
+locator = { plugin = "random", match = "rand" }
+editor = "zero-ablation"
+
+[arms.rand]
+locator = { plugin = "random", kind = "mlp", count = 20 }
+editor = "zero-ablation"
+
+[[comparisons]]
+baseline = "baseline"
+treatment = "rand"
+metric = "tqa.accuracy"
+"""
+
+OBSERVER = '''
+from loctest import hookimpl
+
+STAGES = []
+
+
+@hookimpl
+def loctest_before_stage(stage, context):
+    STAGES.append(("before", stage))
+
+
+@hookimpl
+def loctest_after_stage(stage, context, result):
+    STAGES.append(("after", stage, type(result).__name__))
+
+
+@hookimpl
+def loctest_report_sections(results):
+    return "## Observer\\n\\nSaw arms " + ", ".join(results.data["arms"])
+'''
+
+COUNTING = '''
+from pathlib import Path
+
+from pydantic import Field
+
+from loctest import hookimpl
+from loctest_plugins.scorers.binary_choice import BinaryChoice, BinaryChoiceConfig
+
+
+class CountingConfig(BinaryChoiceConfig):
+    log: str = Field(..., description="File that gets the arm's name at each score() call.")
+    interrupt_arm: str = Field("", description="Arm whose first scoring is interrupted (once, like Ctrl-C).")
+
+
+class CountingChoice(BinaryChoice):
+    name = "counting-choice"
+    description = "binary-choice that logs its calls and can be interrupted once."
+    Config = CountingConfig
+
+    def score(self, context, interventions):
+        log = Path(self.config.log)
+        interrupted = log.with_suffix(".interrupted")
+        if context.arm == self.config.interrupt_arm and not interrupted.exists():
+            interrupted.touch()
+            raise KeyboardInterrupt
+        with log.open("a") as f:
+            f.write(context.arm + "\\n")
+        return super().score(context, interventions)
+
+
+@hookimpl
+def register_scorers(register):
+    register(CountingChoice)
+'''
+
+
+def write_recipe(folder: Path, text: str = RECIPE) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "recipe.toml"
+    path.write_text(text.replace("OUT", str(folder)))
+    return path
+
+
+def all_values(results: RunResults) -> dict:
+    return {arm: {s: r.values for s, r in by_scorer.items()} for arm, by_scorer in results.scores.items()}
+
+
+@pytest.fixture(scope="module")
+def first(tmp_path_factory):
+    """One run of the recipe (on nnsight, the faster backend on CPU), with a plugin that watches the stages."""
+    folder = tmp_path_factory.mktemp("first")
+    write_plugin(folder / "plugins", "observer", OBSERVER)
+    results = loctest.run(write_recipe(folder), plugins_dirs=[folder / "plugins"], progress=False)
+    stages = sys.modules.pop("loctest_dropin_observer").STAGES
+    return results, stages
+
+
+def test_run_directory(first):
+    results, _ = first
+    run_dir = results.run_dir
+    names = {p.relative_to(run_dir).as_posix() for p in run_dir.rglob("*") if p.is_file()}
+    assert {"results.json", "report.md", "components/baseline.json", "components/rand.json", "components/matched.json",
+            "details/baseline.tqa.json", "details/rand.tqa.json", "details/matched.tqa.json",
+            "figures/tqa.accuracy.png", "figures/tqa.correct_prob.png"} <= names
+    for figure in run_dir.glob("figures/*.png"):
+        assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    data = json.loads((run_dir / "results.json").read_text())
+    assert data == json.loads(json.dumps(results.data, default=str))
+    assert data["recipe"]["datasets"]["tqa"]["limit"] == 8 and data["recipe"]["arms"]["rand"]["locator"]["count"] == 20
+    assert data["resolved"]["run"]["seed"] == data["seed"] == 0
+    assert data["resolved"]["backend"]["plugin"] == "nnsight"
+    assert data["resolved"]["datasets"]["tqa"]["split_seed"] == 0
+    assert all(data["versions"][p] for p in ("python", "loctest", "torch", "transformers", "transformer-lens", "nnsight"))
+    assert data["model"] | {"name": "tiny-llama", "n_layers": 2, "n_heads": 4, "d_head": 16, "d_mlp": 128,
+                            "device": "cpu", "embedded": False} == data["model"]
+    assert data["datasets"]["tqa"]["n"] == 8 and len(set(data["datasets"]["tqa"]["ids"])) == 8
+    assert {arm: a["n_components"] for arm, a in data["arms"].items()} == {"baseline": 0, "rand": 20, "matched": 20}
+    for arm in data["arms"].values():
+        for metric, s in arm["scores"]["tqa"].items():
+            if metric != "note":
+                assert len(s["values"]) == 3
+                assert {k: s[k] for k in ("mean", "std", "n")} == summary(s["values"])
+    (comparison,) = data["comparisons"]
+    assert comparison["baseline"] == "baseline" and comparison["treatment"] == "rand"
+    assert comparison["baseline_mean"] == pytest.approx(np.mean(results.values("baseline", "tqa.accuracy")))
+    assert comparison["p"] is not None and 0 <= comparison["p"] <= 1
+    assert {"load", "score:rand:tqa", "locate:rand", "total"} <= set(data["timings_s"])
+
+    saved = json.loads((run_dir / "components" / "rand.json").read_text())
+    assert ComponentSet.from_json(saved) == results.components["rand"]
+    assert saved[0]["transformer_lens"].startswith("blocks.") and saved[0]["nnsight"].startswith("model.layers[")
+    details = json.loads((run_dir / "details" / "rand.tqa.json").read_text())
+    assert details["id"] == data["datasets"]["tqa"]["ids"] and np.shape(details["p_correct"]) == (8, 2)
+
+    report = (run_dir / "report.md").read_text()
+    assert all(arm in report for arm in data["arms"]) and "tqa" in report and "![" in report
+    assert "## Observer\n\nSaw arms baseline, rand, matched" in report
+
+
+def test_python_api_values(first):
+    results, _ = first
+    for arm in ("baseline", "rand", "matched"):
+        for metric in ("accuracy", "correct_prob"):
+            values = results.values(arm, f"tqa.{metric}")
+            assert values == results.data["arms"][arm]["scores"]["tqa"][metric]["values"]
+            assert len(values) == 3 and all(0 <= v <= 1 for v in values)
+    assert results.comparisons == results.data["comparisons"]
+
+
+def test_lifecycle_hooks_see_every_stage_in_order(first):
+    _, stages = first
+    assert stages[:2] == [("before", "load"), ("after", "load", "NoneType")]
+    assert stages[-2:] == [("before", "report"), ("after", "report", "RunResults")]
+    names = [s[1] for s in stages if s[0] == "before"]
+    assert names == ["load", "score:baseline", "locate:rand", "edit:rand", "score:rand",
+                     "locate:matched", "edit:matched", "score:matched", "report"]
+    assert ("after", "locate:rand", "ComponentSet") in stages and ("after", "edit:rand", "list") in stages
+    assert ("after", "score:rand", "Scores") in stages
+
+
+def test_random_control_matches_another_arms_layers(first):
+    results, _ = first
+    rand, matched = results.components["rand"], results.components["matched"]
+    assert matched.counts_by_layer() == rand.counts_by_layer()
+    assert set(matched.names()) != set(rand.names())
+
+
+def random_context(seed: int = 0, arm: str = "arm") -> RunContext:
+    """A RunContext whose backend only has a shape: enough for the random locator."""
+    backend = types.SimpleNamespace(shape=ModelShape(n_layers=4, n_heads=4, d_head=16, d_mlp=128))
+    return RunContext(backend=backend, seed=seed, run_dir=Path("."), cache_dir=Path("."),
+                      progress=Progress(enabled=False), arm=arm)
+
+
+def test_random_locator_is_seeded_and_draws_differ():
+    def draw(seed=0, arm="arm", **config):
+        return RandomLocator(RandomLocator.Config(**config)).locate(random_context(seed, arm))
+
+    same = draw(kind="mlp", count=30)
+    assert len(same) == 30 and same.names() == draw(kind="mlp", count=30).names()
+    assert set(draw(kind="mlp", count=30, draw=1).names()) != set(same.names())
+    assert set(draw(seed=1, kind="mlp", count=30).names()) != set(same.names())
+    assert {c.layer for c in draw(kind="mlp", count=30, layers=[1, 3])} == {1, 3}
+    heads = draw(kind="head", count=5)
+    assert len(heads) == 5 and {c.kind for c in heads} == {"head"}
+    attn = draw(kind="attn", count=40, layers=[2])
+    assert len(attn) == 40 and all(c.kind == "attn" and c.layer == 2 and c.dim < 16 for c in attn)
+
+    context = random_context(arm="control")
+    context.components["located"] = ComponentSet(["mlp:0:1", "mlp:0:2", "mlp:3:5", "head:1:0", "attn:2:1:3"])
+    matched = RandomLocator(RandomLocator.Config(match="located")).locate(context)
+    assert matched.counts_by_layer() == context.components["located"].counts_by_layer()
+
+
+def test_run_directories_are_never_shared(tmp_path):
+    first, second = new_run_dir(tmp_path, "x"), new_run_dir(tmp_path, "x")
+    assert first != second and first.is_dir() and second.is_dir()
+
+
+@pytest.fixture
+def counting_recipe(tmp_path):
+    """The recipe with a scorer that logs each call to ``log`` (and can be interrupted once)."""
+    def make(folder: str, interrupt_arm: str = "") -> tuple[Path, Path]:
+        root = tmp_path / folder
+        write_plugin(root / "plugins", "counting", COUNTING)
+        log = root / "calls.log"
+        text = RECIPE.replace('plugin = "binary-choice"', f'plugin = "counting-choice"\nlog = "{log}"\n'
+                                                            f'interrupt_arm = "{interrupt_arm}"')
+        return write_recipe(root, '[plugins]\npaths = ["plugins"]\n' + text), log
+    return make
+
+
+def calls(log: Path) -> list[str]:
+    return log.read_text().split() if log.exists() else []
+
+
+def test_resume_after_an_interrupted_run_then_rerun_from_the_cache(first, counting_recipe, capsys, monkeypatch):
+    path, log = counting_recipe("resumed", interrupt_arm="rand")
+    assert main(["run", str(path), "--no-progress"]) == 130
+    assert "interrupted: finished work is kept in the cache" in capsys.readouterr().err
+    assert calls(log) == ["baseline"]
+    resumed = loctest.run(path, progress=False)
+    assert calls(log) == ["baseline", "rand", "matched"]  # the finished arm came from the cache
+    assert len(list((path.parent / "runs").glob("*/results.json"))) == 1  # the interrupted run wrote no results
+    # counting-choice is binary-choice plus a log: the resumed run equals the uninterrupted first run
+    assert all_values(resumed) == all_values(first[0])
+    assert resumed.comparisons[0]["p"] == first[0].comparisons[0]["p"]
+
+    def no_locating(*args):
+        raise AssertionError("located again instead of reading the cache")
+
+    monkeypatch.setattr(RandomLocator, "locate", no_locating)
+    again = loctest.run(path, progress=False)
+    assert calls(log) == ["baseline", "rand", "matched"]  # no scorer call the second time
+    assert all_values(again) == all_values(resumed)
+    assert {a: c.names() for a, c in again.components.items()} == {a: c.names() for a, c in resumed.components.items()}
+    assert again.run_dir != resumed.run_dir and (resumed.run_dir / "results.json").exists()
+
+
+def test_cli_flags_limit_device_backend_out(tmp_path, capsys):
+    path = write_recipe(tmp_path / "flags")
+    out = tmp_path / "elsewhere"
+    argv = ["run", str(path), "--limit", "4", "--device", "cpu", "--backend", "transformer-lens", "--out", str(out),
+            "--no-progress", "--set", "scorers.tqa.repetitions=2"]
+    assert main(argv) == 0
+    (results_file,) = out.glob("*/results.json")
+    assert f"Report: {results_file.parent / 'report.md'}" in capsys.readouterr().out
+    data = json.loads(results_file.read_text())
+    assert data["resolved"]["backend"]["plugin"] == "transformer-lens"
+    assert data["resolved"]["model"]["device"] == "cpu" and data["model"]["device"] == "cpu"
+    assert data["recipe"]["datasets"]["tqa"]["limit"] == 4 and data["datasets"]["tqa"]["n"] == 4
+    assert len(data["arms"]["rand"]["scores"]["tqa"]["accuracy"]["values"]) == 2
+    assert not (tmp_path / "flags" / "runs").exists()
+
+
+def test_python_api_overrides(tmp_path, first):
+    results = loctest.run(write_recipe(tmp_path), overrides={"run.seed": 1, "datasets.tqa.limit": "2"}, progress=False)
+    assert results.data["seed"] == 1 and results.data["datasets"]["tqa"]["n"] == 2
+    assert results.components["rand"] != first[0].components["rand"]
+
+
+def test_backends_agree_on_a_recipe(first):
+    """Parity: the same recipe on TransformerLens gives nnsight's accuracies exactly, probabilities within PARITY_ATOL."""
+    ns = first[0]
+    tl = loctest.run(ns.data["recipe_file"], backend="transformer-lens", progress=False)
+    assert tl.data["resolved"]["backend"]["plugin"] == "transformer-lens"
+    assert {a: c.names() for a, c in ns.components.items()} == {a: c.names() for a, c in tl.components.items()}
+    for arm in tl.scores:
+        assert ns.values(arm, "tqa.accuracy") == tl.values(arm, "tqa.accuracy")
+        np.testing.assert_allclose(ns.values(arm, "tqa.correct_prob"), tl.values(arm, "tqa.correct_prob"), rtol=0, atol=PARITY_ATOL)
+        np.testing.assert_allclose(ns.scores[arm]["tqa"].details["p_correct"], tl.scores[arm]["tqa"].details["p_correct"],
+                                   rtol=0, atol=PARITY_ATOL)
+    assert tl.values("rand", "tqa.correct_prob") != tl.values("baseline", "tqa.correct_prob")  # the edit does something
