@@ -111,7 +111,9 @@ def figures(results) -> list[str]:
     written = [metric_bars(results, metric, rows) for metric, rows in by_metric.items()]
     written += [layer_heatmap(results, arm, d["counts_by_layer"]) for arm, d in results.data["arms"].items()
                 if d["n_components"]]
-    written += [category_bars(results, c) for c in results.data["comparisons"] if c.get("extra", {}).get("categories")]
+    shifts = {(c["metric"].partition(".")[0], c["baseline"], c["treatment"]): c
+              for c in results.data["comparisons"] if c.get("extra", {}).get("categories")}  # one per pair of arms
+    written += [category_bars(results, c) for c in shifts.values()]
     return written
 
 
