@@ -1,6 +1,7 @@
 """Statistics across repetitions, from scipy.stats."""
 from __future__ import annotations
 
+import warnings
 from typing import Literal
 
 import numpy as np
@@ -21,7 +22,10 @@ def welch(baseline: list[float], treatment: list[float], alternative: Alternativ
         diff = {"greater": a[0] > b[0], "less": a[0] < b[0], "two-sided": a[0] != b[0]}[alternative]
         return {"test": "welch", "alternative": alternative, "t": None, "p": 0.0 if diff else 1.0,
                 "note": "no spread across repetitions"}
-    res = stats.ttest_ind(a, b, equal_var=False, alternative=alternative)
+    with warnings.catch_warnings():
+        if np.ptp(a) == 0 or np.ptp(b) == 0:  # one constant arm: scipy's "precision loss" warning is about it, harmless
+            warnings.filterwarnings("ignore", "Precision loss occurred", RuntimeWarning)
+        res = stats.ttest_ind(a, b, equal_var=False, alternative=alternative)
     return {"test": "welch", "alternative": alternative, "t": float(res.statistic), "p": float(res.pvalue),
             "df": float(res.df)}
 
