@@ -183,3 +183,13 @@ def test_console_script(tmp_path):
     assert done.returncode == 2
     assert one_error_line(done.stderr).startswith(f"error: {path}: arms.rand.locator.cuont: unknown key")
     assert done.stdout == ""
+
+
+def test_unknown_plugin_error_tells_which_plugin_failed_to_import(tmp_path, capsys):
+    write_plugin(tmp_path / "plugins", "mine", "import no_such_module_anywhere\n")
+    path = write_recipe(tmp_path, '[plugins]\npaths = ["plugins"]\n' + RECIPE.replace('"random"', '"mine"'))
+    assert main(["validate", str(path)]) == 2
+    error = one_error_line(capsys.readouterr().err)
+    assert error.startswith(f"error: {path}: arms.rand.locator.plugin: unknown locator 'mine': valid: ")
+    assert error.endswith(f"; plugin 'mine' ({tmp_path / 'plugins' / 'mine.py'}) failed to load: "
+                          "ModuleNotFoundError: No module named 'no_such_module_anywhere'")

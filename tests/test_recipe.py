@@ -353,3 +353,9 @@ def test_validate_loads_no_weights(tmp_path, capsys, no_weights, model):
 def test_missing_local_model_folder(tmp_path):
     text = BASE.replace('name = "tiny-llama"', f'name = "{tmp_path / "no-model"}"')
     assert problems(tmp_path, text) == [f"model.name: no such local folder: {tmp_path / 'no-model'}"]
+
+
+def test_quickstart_recipe_validates_without_weights(capsys, no_weights):
+    path = Path(__file__).resolve().parent.parent / "recipes" / "quickstart.toml"
+    assert main(["validate", str(path)]) == 0
+    assert capsys.readouterr().out.startswith(f"{path}: OK (")

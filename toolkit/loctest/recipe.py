@@ -185,7 +185,8 @@ def _plugin(problems: _Problems, host: PluginHost, kind: str, key: str, data: An
         return None
     registry = host.registry(kind)
     if name not in registry:
-        problems.add(name_key, f"unknown {kind} {name!r}: {did_you_mean(name, registry.names())}")
+        failed = "".join(f"; {failure}" for failure in host.failures)  # the plugin may be the one that broke
+        problems.add(name_key, f"unknown {kind} {name!r}: {did_you_mean(name, registry.names())}{failed}")
         return None
     cls = registry.get(name)
     settings = {k: v for k, v in data.items() if k != "plugin" and k not in extra_keys}
