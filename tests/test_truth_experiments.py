@@ -184,20 +184,20 @@ cache = "{cache}"
 
 [model]
 name = "tiny-llama"
-tiny_layers = 3
+tiny_layers = 2
 
 [datasets.truthfulqa]
 plugin = "truthfulqa-binary"
-limit = 12
+limit = 8
 
 [datasets.mmlu]
 plugin = "mmlu"
 subjects = ["virology"]
-limit = 6
+limit = 4
 
 [scorers.truthfulqa]
 plugin = "binary-choice"
-repetitions = 3
+repetitions = 2
 min_category_size = 2
 
 [scorers.mmlu]
@@ -206,7 +206,7 @@ plugin = "mmlu"
 [arms.baseline]
 
 [arms.fixed]
-components = ["mlp:0:3", "mlp:2:7", "attn:1:0:5", "attn:1:2:9"]
+components = ["mlp:0:3", "mlp:1:7", "attn:1:0:5", "attn:1:2:9"]
 editor = "zero-ablation"
 
 [arms.random]
@@ -245,7 +245,7 @@ def test_report_has_the_papers_tables_and_figures(tmp_path):
     report = (run / "report.md").read_text()
     assert f"| fixed | 4 (mlp 2, attn 2) |" in report
     assert f"{100 * drop:.1f}%" in report and "Eq. 11" in report
-    assert "exact McNemar on 6 paired questions" in report
+    assert "exact McNemar on 4 paired questions" in report
     assert "## Accuracy by arm and scorer" in report
     saved = json.loads((run / "results.json").read_text())
     assert saved["comparisons"][1]["extra"]["categories"] == results.comparisons[1]["extra"]["categories"]
