@@ -1,0 +1,82 @@
+"""``kl``: how far an edit moves the model's next-token distributions, as ITI reports it.
+
+Over a fixed, seeded sample of ``count`` held-out questions, each text is the prompt "Q: {question}\\nA:" with
+the best correct answer " {answer}" as its continuation (teacher-forced). At every position that predicts an
+answer token (the last prompt token through the second-to-last answer token),
+
+    KL(P_orig || P_edit) = sum_v P_orig(v) (log P_orig(v) - log P_edit(v)),
+
+averaged over the text's positions; the metric ``kl`` has one value per text (mean = the reported KL, in nats).
+Measuring at the answer positions makes every position policy of an edit count ("last" moves them through
+attention, "continuation" and "all" directly). ITI averages the same KL over 128-token web texts with the edit
+at every position; TruthfulQA questions stand in for them here.
+
+The unedited distributions are computed once per backend and sample and kept in memory
+(count x answer tokens x vocabulary floats) for every arm.
+"""
+from __future__ import annotations
+
+import hashlib
+import weakref
+
+import numpy as np
+import torch
+from pydantic import Field, field_validator
+
+from loctest import PluginConfig, Scorer, Scores
+
+from ..iti_common import PROMPT_HELP, QA_PROMPT, check_prompt, dataset_examples, paired_comparison, qa_prompt
+
+_unedited: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+class KLConfig(PluginConfig):
+    dataset: str = Field(..., description="Dataset (in [datasets]) of held-out questions (e.g. truthfulqa-mc, test split).")
+    count: int = Field(100, ge=1, description="How many questions to draw (seeded, the same for every arm); all of them if fewer.")
+    prompt: str = Field(QA_PROMPT, description=PROMPT_HELP)
+
+    _prompt = field_validator("prompt")(check_prompt)
+
+
+def answer_logprobs(backend, prompts, answers, interventions, progress=None) -> list[torch.Tensor]:
+    """Per text, [answer tokens, vocab] log-probabilities at the positions that predict its answer tokens."""
+    out = []
+    for part in backend.batches(len(prompts)):
+        batch = backend.encode(prompts[part], answers[part])
+        logits = backend.run(batch, interventions).logits[:, :-1]
+        predicts_answer = batch.continuation_mask[:, 1:]
+        for row in range(logits.shape[0]):
+            out.append(torch.log_softmax(logits[row, predicts_answer[row]].float(), dim=-1).cpu())
+        if progress:
+            progress(part.stop - part.start)
+    return out
+
+
+class KLDivergence(Scorer):
+    name = "kl"
+    description = "KL(original || edited) of next-token distributions over answer positions of held-out questions."
+    Config = KLConfig
+    metrics = ("kl",)
+    higher_is_better = {"kl": False}
+
+    def score(self, context, interventions) -> Scores:
+        examples = [ex for ex in dataset_examples(context, self.config.dataset, self.name) if ex.correct]
+        rng = context.rng("kl-prompts", self.config.dataset)
+        chosen = np.sort(rng.choice(len(examples), size=min(self.config.count, len(examples)), replace=False))
+        examples = [examples[i] for i in chosen]
+        prompts = [qa_prompt(self.config.prompt, ex.question) for ex in examples]
+        answers = [f" {ex.correct[0]}" for ex in examples]
+        backend = context.backend
+        key = hashlib.sha256("\0".join(prompts + answers).encode()).hexdigest()
+        memo = _unedited.setdefault(backend, {})
+        passes = (key not in memo) + bool(interventions)
+        with context.progress.task(f"{context.arm}: kl", total=len(prompts) * passes) as advance:
+            if key not in memo:
+                memo[key] = answer_logprobs(backend, prompts, answers, (), advance)
+            edited = answer_logprobs(backend, prompts, answers, interventions, advance) if interventions else memo[key]
+        kl = [float((orig.exp() * (orig - new)).sum(-1).mean()) for orig, new in zip(memo[key], edited)]
+        return Scores(values={"kl": kl}, details={"id": [ex.id for ex in examples]},
+                      note=f"{len(examples)} held-out questions, {sum(len(o) for o in memo[key])} answer positions")
+
+    def compare(self, baseline, treatment) -> dict:
+        return paired_comparison(baseline, treatment, self.metrics)
