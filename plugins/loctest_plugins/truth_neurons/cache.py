@@ -1,0 +1,68 @@
+"""Per-example attributions on disk (safetensors), so a killed run resumes without recomputing them.
+
+A file's key hashes the model (name, shape, dtype and a fingerprint of its outputs on a fixed probe, so edited
+or differently seeded weights never share entries), the prompt, the objective's tokens and every IG setting.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from loctest.cache import cache_key
+
+from .ig import Attribution
+
+FORMAT = "ig-attributions-v1"
+PROBE = "The quick brown fox jumps over the lazy dog. Question: is the sky green? Answer:"
+
+
+def model_fingerprint(backend) -> dict:
+    """What identifies the model's function: name, shape, dtype, and its top next-token log-probabilities on a
+    fixed probe (rounded, so numerically identical reruns agree)."""
+    logprobs = backend.next_token_logprobs([backend.chat_prompt(PROBE)])[0]
+    top = logprobs.topk(16)
+    return {"name": backend.loaded.name, "shape": vars(backend.shape), "dtype": str(backend.loaded.dtype),
+            "top_ids": top.indices.tolist(), "top_logprobs": [round(v, 3) for v in top.values.tolist()]}
+
+
+def _name(prefix: str, site) -> str:
+    return f"{prefix}.{site[0]}.{site[1]}"
+
+
+class AttributionCache:
+    """``get``/``put`` one :class:`Attribution` per key as ``folder/<key>.safetensors`` (written atomically)."""
+
+    def __init__(self, folder: Path):
+        self.folder = Path(folder)
+
+    @staticmethod
+    def key(*parts) -> str:
+        return cache_key(FORMAT, *parts)
+
+    def path(self, key: str) -> Path:
+        return self.folder / f"{key}.safetensors"
+
+    def get(self, key: str) -> Attribution | None:
+        path = self.path(key)
+        if not path.exists():
+            return None
+        tensors = load_file(path)
+        sites = [(kind, int(layer)) for name in tensors if name.startswith("attr.")
+                 for _, kind, layer in [name.split(".")]]
+        return Attribution({s: tensors[_name("attr", s)] for s in sites}, tensors["value"],
+                           {s: tensors[_name("zeroed", s)] for s in sites})
+
+    def put(self, key: str, attribution: Attribution, metadata: dict[str, str]) -> Path:
+        tensors = {"value": attribution.value.contiguous()}
+        for s, a in attribution.attributions.items():
+            tensors[_name("attr", s)] = a.contiguous()
+            tensors[_name("zeroed", s)] = attribution.zeroed[s].reshape(-1).contiguous()
+        path = self.path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".tmp{os.getpid()}")
+        save_file({k: v.to(torch.float32) for k, v in tensors.items()}, tmp, metadata=metadata)
+        tmp.replace(path)  # atomic: a killed run never leaves half a file
+        return path
