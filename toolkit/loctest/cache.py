@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import os
 from pathlib import Path
@@ -14,6 +15,14 @@ def cache_key(*parts: Any) -> str:
         return x.model_dump(mode="json") if hasattr(x, "model_dump") else x
     text = json.dumps([plain(p) for p in parts], sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def source_fingerprint(cls: type) -> str | None:
+    """A hash of the file defining ``cls``: cached results go stale when a plugin's code changes."""
+    try:
+        return hashlib.sha256(Path(inspect.getsourcefile(cls)).read_bytes()).hexdigest()[:16]
+    except (TypeError, OSError):
+        return None
 
 
 class JsonCache:

@@ -13,6 +13,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, ValidationError
 
 from .base import PluginConfig
+from .cache import source_fingerprint
 from .components import Component
 from .errors import RecipeError, UserError, did_you_mean
 from .models import ModelConfig, missing_local_path
@@ -56,6 +57,11 @@ class PluginSpec:
 
     def build(self, *args):
         return self.cls(*args, self.config)
+
+    @property
+    def identity(self) -> list:
+        """What cached results depend on: the plugin's name, the fingerprint of its code, its config."""
+        return [self.plugin, source_fingerprint(self.cls), self.config]
 
 
 @dataclass

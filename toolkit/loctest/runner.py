@@ -159,10 +159,10 @@ def run_recipe(recipe_path, overrides=None, *, out=None, limit=None, device=None
                          cache_dir=Path(recipe.run.cache), progress=bars,
                          datasets={name: loader(name) for name in recipe.datasets})
     hook.loctest_after_stage(stage="load", context=context, result=None)
-    model_key = [recipe.model, recipe.backend.plugin, recipe.run.seed, __version__]
+    model_key = [recipe.model, recipe.backend.identity, recipe.run.seed, __version__]
     arm_data: dict[str, dict] = {}
     scores: dict[str, dict[str, Scores]] = {}
-    dataset_keys = {name: [spec.plugin, spec.config, sel] for name, (spec, sel) in recipe.datasets.items()}
+    dataset_keys = {name: [spec.identity, sel] for name, (spec, sel) in recipe.datasets.items()}
 
     with bars:
         for arm_name in recipe.arm_order():
@@ -175,7 +175,7 @@ def run_recipe(recipe_path, overrides=None, *, out=None, limit=None, device=None
                     components = context.shape.checked(ComponentSet(arm.components))
             elif arm.locator is not None:
                 deps = {d: context.components[d].names() for d in arm.locator.build().depends_on()}
-                key = cache_key(model_key, arm_name, arm.locator.plugin, arm.locator.config, deps, dataset_keys)
+                key = cache_key(model_key, arm_name, arm.locator.identity, deps, dataset_keys)
                 hook.loctest_before_stage(stage=f"locate:{arm_name}", context=context)
                 cached = cache.get("components", key)
                 with located(recipe, f"arms.{arm_name}.locator", arm.locator.plugin):
@@ -196,8 +196,8 @@ def run_recipe(recipe_path, overrides=None, *, out=None, limit=None, device=None
             scores[arm_name] = {}
             for scorer_name, spec in recipe.scorers.items():
                 t = time.perf_counter()
-                key = cache_key(model_key, arm_name, components.names(), arm.editor.plugin if arm.editor else None,
-                                arm.editor.config if arm.editor else None, spec.plugin, spec.config, dataset_keys)
+                key = cache_key(model_key, arm_name, components.names(), arm.editor.identity if arm.editor else None,
+                                spec.identity, dataset_keys)
                 hook.loctest_before_stage(stage=f"score:{arm_name}", context=context)
                 cached = cache.get("scores", key)
                 with located(recipe, f"scorers.{scorer_name}", spec.plugin):
