@@ -14,7 +14,7 @@ import time
 import warnings
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from loctest import ComponentSet, Editor, PluginConfig
 from loctest.cache import JsonCache, cache_key
@@ -26,6 +26,7 @@ from ..ipo.pairs import PreferencePair, pairs_digest, preference_pairs
 from ..ipo.store import edit_paths, load_edit, save_edit
 from ..ipo.training import Schedule, reference_logprobs, steps, train
 
+QA_PROMPT = "Q: {question}\nA:"
 PAPER_LR = {"one": 2e-3, "some": 5e-4, "all": 1e-4}  # appendix A: single head, 16 heads, all heads
 
 
@@ -43,9 +44,11 @@ class IpoLoraConfig(PluginConfig):
     positions: Literal["last", "prompt", "continuation", "all"] = Field(
         "all", description="Where the edit acts, in training and scoring: 'all' tokens, as a LoRA weight update does "
                            "(the paper), or only the last prompt token, the prompt or the continuation.")
-    prompt: str = Field("{question}", description="User message of the question prompt, with {question}; the chat "
-                                                  "template is applied and the answer is the continuation.")
-    system_prompt: str | None = Field(None, description="System message of the question prompt (None: none).")
+    prompt: str = Field(QA_PROMPT, description="Question prompt with {question}; the answer follows after one space "
+                                                "(TruthfulQA's QA format, as the probes and MC scoring use).")
+    chat: bool = Field(False, description="Wrap the prompt as the user turn of the chat template (the answer then "
+                                          "follows the assistant header, without the space).")
+    system_prompt: str | None = Field(None, description="System message when chat = true.")
     full_model: bool = Field(False, description="Train peft's unrestricted rank-1 LoRA on the whole output projection "
                                                 "of every layer with a chosen head (all heads chosen: the full-model "
                                                 "baseline) instead of the head-restricted edit.")
@@ -58,6 +61,12 @@ class IpoLoraConfig(PluginConfig):
         if "{question}" not in value:
             raise ValueError("must contain {question}")
         return value
+
+    @model_validator(mode="after")
+    def _system_needs_chat(self):
+        if self.system_prompt is not None and not self.chat:
+            raise ValueError("system_prompt needs chat = true")
+        return self
 
 
 def model_identity(backend) -> dict:
@@ -125,10 +134,8 @@ class IpoLora(Editor):
         if self.config.dataset not in context.datasets:
             raise UserError(f"arms.{context.arm}.editor.dataset: no dataset {self.config.dataset!r} in [datasets] "
                             f"(valid: {', '.join(context.datasets) or '(none)'})")
-        backend = context.backend
-        pairs = preference_pairs(context.dataset(self.config.dataset),
-                                 lambda q: backend.chat_prompt(self.config.prompt.format(question=q), self.config.system_prompt),
-                                 answer_prefix="" if backend.uses_chat_template else " ")
+        pairs = preference_pairs(context.dataset(self.config.dataset), self.question_prompt(context.backend),
+                                 answer_prefix="" if self.config.chat and context.backend.uses_chat_template else " ")
         if not pairs:
             raise UserError(f"arms.{context.arm}.editor.dataset: dataset {self.config.dataset!r} has no question with "
                             "both a correct and an incorrect answer")
@@ -136,6 +143,11 @@ class IpoLora(Editor):
             keep = context.rng("ipo-lora", "subset").choice(len(pairs), size=self.config.max_pairs, replace=False)
             pairs = [pairs[i] for i in sorted(keep)]
         return pairs
+
+    def question_prompt(self, backend):
+        if self.config.chat:
+            return lambda q: backend.chat_prompt(self.config.prompt.replace("{question}", q), self.config.system_prompt)
+        return lambda q: self.config.prompt.replace("{question}", q)
 
     def learning_rate(self, components: ComponentSet, shape) -> float:
         if self.config.lr is not None:
