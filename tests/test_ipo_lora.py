@@ -102,10 +102,16 @@ def test_training_moves_only_a_and_b_and_b_stays_on_the_chosen_heads(tmp_path):
     assert spec["lr"] == 0.1 and spec["training_data"]["n_pairs"] == 7
 
 
-def test_training_lowers_the_loss(tmp_path):
-    _, _, spec = trained(tmp_path, epochs=4)
-    history = spec["loss_history"]
-    assert sum(history[-3:]) / 3 < 0.6 * sum(history[:3]) / 3
+def test_training_lowers_the_objective_on_its_pairs(tmp_path):
+    """At initialisation (b = 0) every margin is 0 and the loss is (1/(2 tau))^2 = 1; training must lower it."""
+    interventions, _, _ = trained(tmp_path, epochs=4)
+    backend = cached_backend("transformer-lens")
+    pairs = preference_pairs(EXAMPLES, IpoLora(FAST).question_prompt(backend), " ")
+    with torch.no_grad():
+        chosen, rejected = pair_logprobs(lambda batch: backend.run(batch, interventions).logits, backend, pairs)
+        ref_chosen, ref_rejected = pair_logprobs(lambda batch: backend.run(batch).logits, backend, pairs)
+    assert float(ipo_loss(ref_chosen, ref_rejected, ref_chosen, ref_rejected, FAST["tau"])) == pytest.approx(1.0)
+    assert float(ipo_loss(chosen, rejected, ref_chosen, ref_rejected, FAST["tau"])) < 0.8  # measured: 0.60
 
 
 @pytest.mark.parametrize("backend", ["transformer-lens", "nnsight"])
@@ -159,6 +165,8 @@ def test_learning_rate_defaults_follow_the_paper():
 def test_bad_settings_are_user_errors(tmp_path):
     with pytest.raises(ValueError, match="question"):
         IpoLoraConfig(prompt="no placeholder")
+    with pytest.raises(ValueError, match="chat"):
+        IpoLoraConfig(system_prompt="Be truthful.")
     with pytest.raises(UserError, match="dataset"):
         IpoLora(FAST | {"dataset": "nope"}).interventions(context(tmp_path), HEADS)
     with pytest.raises(UserError, match="at least one component"):
