@@ -5,30 +5,33 @@ f(T|t) and f(T|f) are P(label)+P(lowercase label) of the correct and the incorre
 Questions the unedited model gets wrong are dropped (manipulation check). Per layer, integrated gradients
 from the zero baseline give every MLP and attention neuron Attr_t and Attr_f; D = Attr_t - Attr_f. A seeded
 half of the questions selects candidates (adaptive and share thresholds), the other half tests them
-(one-sided t-tests of D > 0, Bonferroni-corrected); the survivors are returned. Everything that decides the
-numbers, the counts and a table of the candidates go to ``truth_neurons-<arm>.json`` in the run directory.
+(one-sided t-tests of D > 0, Bonferroni-corrected); the survivors are returned. Every setting that decides
+the numbers, the counts and a table of the candidates go to ``truth_neurons-<arm>.json`` in the run directory.
 """
 from __future__ import annotations
 
 import json
+import math
 import re
 import shutil
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
 import torch
 from pydantic import Field
 
-from loctest import ComponentSet, Locator, PluginConfig
+from loctest import ComponentSet, Example, Locator, PluginConfig
 from loctest.errors import UserError
 
 from ..scorers.binary_choice import SYSTEM_PROMPT, USER_PROMPT, binary_prompts, label_probabilities
 from ..truth_neurons.cache import AttributionCache, model_fingerprint
-from ..truth_neurons.ig import integrated_gradients, label_objective, site_components
+from ..truth_neurons.ig import Attribution, integrated_gradients, label_objective, site_components
 from ..truth_neurons.selection import candidates, significance, split_halves
 
 QUADRATURE = "right Riemann sum: alpha = k/m, k = 1..m"
 BASELINE = "zero activation at the scaled positions"
+TARGETS = "f(T|t) = P(correct label) + P(its lowercase), f(T|f) likewise for the incorrect label, same prompt"
 
 
 class IGTruthNeuronsConfig(PluginConfig):
@@ -45,10 +48,32 @@ class IGTruthNeuronsConfig(PluginConfig):
     kinds: list[Literal["mlp", "attn"]] = Field(["mlp", "attn"], min_length=1, description="Layer types: 'mlp' (MLP neurons) and/or 'attn' (attention neurons).")
     layers: list[int] | None = Field(None, description="Layers to attribute (default: every layer).")
     split_seed: int = Field(0, description="Seed of the selection/testing split (combined with the run seed).")
-    batch_rows: int = Field(128, ge=1, description="Rows per forward/backward pass of the IG engine (one row per layer and step); halves itself on CUDA out-of-memory.")
-    save_attributions: bool = Field(False, description="Copy every kept example's attributions (safetensors) into the run directory.")
+    batch_tokens: int = Field(256, ge=1, description=(
+        "Tokens per forward/backward pass of the IG engine (under 'last' one token per layer and step, under "
+        "'prompt' a whole prompt); halves itself on CUDA out-of-memory."))
+    save_attributions: bool = Field(False, description="Copy every kept question's attributions (safetensors) into the run directory.")
     system_prompt: str = Field(SYSTEM_PROMPT, description="System message of the binary-choice prompt (the paper's by default).")
     user_prompt: str = Field(USER_PROMPT, description="User message with {question}, {answer_a}, {answer_b}.")
+
+
+@dataclass
+class Questions:
+    """The dataset with each question's answer placement, prompt, and the unedited model's f values."""
+
+    examples: list[Example]
+    correct_is_b: np.ndarray  # [N] 0: the correct answer is A, 1: it is B
+    prompts: list[str]
+    p_correct: np.ndarray
+    p_incorrect: np.ndarray
+
+    @property
+    def kept(self) -> np.ndarray:
+        """Indices of the questions the unedited model answers correctly (the manipulation check)."""
+        return np.flatnonzero(self.p_correct > self.p_incorrect)
+
+
+def _finite(x: float) -> float | None:
+    return float(x) if math.isfinite(x) else None
 
 
 class IGTruthNeurons(Locator):
@@ -64,94 +89,109 @@ class IGTruthNeurons(Locator):
         return [(kind, l) for kind in self.config.kinds for l in sorted(set(layers))]
 
     def locate(self, context) -> ComponentSet:
+        questions = self.questions(context)
+        kept = questions.kept
+        if len(kept) < 3:
+            raise UserError(f"ig-truth-neurons: only {len(kept)} of {len(questions.examples)} questions are answered "
+                            f"correctly by the unedited model; the split-half protocol needs at least 3 (use more questions)")
+        sites = self.sites(context.shape)
+        attributions, paths, engine = self.attributions(context, questions, sites)
+        selection, testing = split_halves(len(kept), context.rng("ig-truth-neurons-split", self.config.split_seed))
+        table = self.select(context, sites, attributions, selection, testing)
+        found = ComponentSet(row["name"] for row in table if row["truth_neuron"])
+        halves = {int(kept[i]): "selection" for i in selection} | {int(kept[i]): "testing" for i in testing}
+        self.write(context, questions, halves, attributions, table, engine)
+        if self.config.save_attributions:
+            folder = context.run_dir / f"attributions-{context.arm}"
+            folder.mkdir(parents=True, exist_ok=True)
+            for i, path in zip(kept, paths):
+                shutil.copyfile(path, folder / f"{re.sub(r'[^A-Za-z0-9_.-]', '_', str(questions.examples[i].id))}.safetensors")
+        return found
+
+    def questions(self, context) -> Questions:
+        """Seeded answer placement, the prompts, and P(label)+P(lowercase) of both answers (unedited model)."""
         cfg, backend = self.config, context.backend
         examples = context.dataset(cfg.dataset)
-        order = context.rng("ig-truth-neurons-placement", cfg.dataset).integers(0, 2, size=len(examples))  # 1: correct is B
-        prompts = [p for i, p in enumerate(binary_prompts(backend, cfg, examples)) if i % 2 == order[i // 2]]
+        correct_is_b = context.rng("ig-truth-neurons-placement", cfg.dataset).integers(0, 2, size=len(examples))
+        both = binary_prompts(backend, cfg, examples)  # per question: correct as A, then correct as B
+        prompts = [both[2 * i + int(b)] for i, b in enumerate(correct_is_b)]
         with context.progress.task(f"{context.arm}: manipulation check", total=len(prompts)) as advance:
             probs = label_probabilities(backend, prompts, [], advance).numpy()
         rows = np.arange(len(examples))
-        p_correct, p_incorrect = probs[rows, order], probs[rows, 1 - order]
-        kept = np.flatnonzero(p_correct > p_incorrect)
-        if len(kept) < 3:
-            raise UserError(f"ig-truth-neurons: only {len(kept)} of {len(examples)} questions are answered correctly "
-                            f"by the unedited model; the split-half protocol needs at least 3 (use more questions)")
+        return Questions(examples, correct_is_b, prompts, probs[rows, correct_is_b], probs[rows, 1 - correct_is_b])
 
-        sites = self.sites(backend.shape)
+    def attributions(self, context, questions: Questions, sites) -> tuple[list[Attribution], list, dict]:
+        """IG of every kept question (columns: correct, incorrect), from the on-disk cache where present."""
+        cfg, backend = self.config, context.backend
         labels = [[backend.answer_token_ids(t) for t in pair] for pair in (("A", "a"), ("B", "b"))]
         cache = AttributionCache(context.cache_dir / "ig-attributions")
         fingerprint = model_fingerprint(backend)
         settings = {"steps": cfg.steps, "positions": cfg.positions, "quadrature": QUADRATURE, "baseline": BASELINE, "sites": sites}
-        attributions, paths, batch_rows = [], [], cfg.batch_rows
-        with context.progress.task(f"{context.arm}: integrated gradients", total=len(kept)) as advance:
-            for i in kept:
-                groups = [labels[order[i]], labels[1 - order[i]]]  # columns: correct, incorrect
-                key = cache.key(fingerprint, prompts[i], groups, settings)
+        out, paths, batch_tokens, engine = [], [], cfg.batch_tokens, {}
+        with context.progress.task(f"{context.arm}: integrated gradients", total=len(questions.kept)) as advance:
+            for i in questions.kept:
+                b = int(questions.correct_is_b[i])
+                groups = [labels[b], labels[1 - b]]
+                key = cache.key(fingerprint, questions.prompts[i], groups, settings)
                 found = cache.get(key)
                 if found is None:
-                    found, batch_rows = integrated_gradients(backend, prompts[i], label_objective(groups), sites,
-                                                             cfg.steps, cfg.positions, batch_rows)
-                    cache.put(key, found, {"example": examples[i].id, "model": backend.loaded.name})
-                attributions.append(found)
+                    found, info = integrated_gradients(backend, questions.prompts[i], label_objective(groups), sites,
+                                                       cfg.steps, cfg.positions, batch_tokens)
+                    batch_tokens = info.batch_tokens
+                    engine[info.layout] = engine.get(info.layout, 0) + 1
+                    cache.put(key, found, {"example": str(questions.examples[i].id), "model": backend.loaded.name})
+                out.append(found)
                 paths.append(cache.path(key))
                 advance(1)
+        return out, paths, {"computed_by_layout": engine, "from_cache": len(out) - sum(engine.values()),
+                            "batch_tokens_used": batch_tokens}
 
-        # D per layer type: [kept examples, neurons of all chosen layers of that type]
-        columns = {kind: [(s, c) for s in sites if s[0] == kind for c in site_components(s, backend.shape)] for kind in cfg.kinds}
-        d = {kind: torch.stack([torch.cat([a.attributions[s][0] - a.attributions[s][1] for s in sites if s[0] == kind])
-                                for a in attributions]).numpy() for kind in cfg.kinds}
-        selection, testing = split_halves(len(kept), context.rng("ig-truth-neurons-split", cfg.split_seed))
-        chosen, shares = [], []
+    def select(self, context, sites, attributions: list[Attribution], selection, testing) -> list[dict]:
+        """Candidates from the selection half per layer type, t-tests on the testing half: one row per candidate."""
+        cfg, shape = self.config, context.shape
+        chosen, shares, d_test = [], [], []
         for kind in cfg.kinds:
-            cols, share = candidates(d[kind][selection], cfg.adaptive_threshold, cfg.share_threshold)
-            chosen += [(kind, c) for c in cols]
-            shares += list(share[cols])
-        tested = np.stack([d[kind][testing, c] for kind, c in chosen], axis=1) if chosen else np.zeros((len(testing), 0))
-        result = significance(tested, cfg.alpha)
+            kind_sites = [s for s in sites if s[0] == kind]
+            components = [c for s in kind_sites for c in site_components(s, shape)]
+            # D per question: [kept questions, neurons of every chosen layer of this type]
+            d = torch.stack([torch.cat([a.attributions[s][0] - a.attributions[s][1] for s in kind_sites])
+                             for a in attributions]).numpy()
+            columns, share = candidates(d[selection], cfg.adaptive_threshold, cfg.share_threshold)
+            chosen += [components[c] for c in columns]
+            shares += share[columns].tolist()
+            d_test.append(d[testing][:, columns])
+        result = significance(np.concatenate(d_test, axis=1), cfg.alpha)
+        return [{"name": c.name, "kind": c.kind, "layer": c.layer, "index": c.index, "dim": c.dim,
+                 "share": shares[j], "mean_d": float(result.mean[j]), "t": _finite(result.t[j]), "p": float(result.p[j]),
+                 "p_bonferroni": float(result.p_bonferroni[j]), "truth_neuron": bool(result.significant[j])}
+                for j, c in enumerate(chosen)]
 
-        table = []
-        for j, (kind, c) in enumerate(chosen):
-            site, component = columns[kind][c]
-            table.append({"name": component.name, "kind": kind, "layer": site[1], "index": component.index,
-                          "dim": component.dim, "share": float(shares[j]), "mean_d": float(result.mean[j]),
-                          "t": float(result.t[j]), "p": float(result.p[j]), "p_bonferroni": float(result.p_bonferroni[j]),
-                          "truth_neuron": bool(result.significant[j])})
-        found = ComponentSet(row["name"] for row in table if row["truth_neuron"])
-        self._write(context, examples, order, p_correct, p_incorrect, kept, selection, testing, attributions,
-                    paths, table, found, settings, batch_rows)
-        return found
-
-    def _write(self, context, examples, order, p_correct, p_incorrect, kept, selection, testing, attributions,
-               paths, table, found, settings, batch_rows) -> None:
+    def write(self, context, questions: Questions, halves: dict, attributions: list[Attribution], table, engine) -> None:
         cfg = self.config
-        half = {int(kept[i]): "selection" for i in selection} | {int(kept[i]): "testing" for i in testing}
-        deltas = [a.completeness_delta() for a in attributions]
-        gaps = [{s: a.value - a.zeroed[s] for s in a.attributions} for a in attributions]
-        delta = torch.stack([v.abs() for per in deltas for v in per.values()])
-        gap = torch.stack([v.abs() for per in gaps for v in per.values()])
+        delta = torch.stack([v.abs() for a in attributions for v in a.completeness_delta().values()])
+        gap = torch.stack([(a.value - a.zeroed[s]).abs() for a in attributions for s in a.attributions])
+        counts = {"questions": len(questions.examples), "answered_correctly": len(questions.kept),
+                  "selection": sum(h == "selection" for h in halves.values()),
+                  "testing": sum(h == "testing" for h in halves.values()), "candidates": len(table),
+                  "truth_neurons": sum(r["truth_neuron"] for r in table)}
+        for kind in cfg.kinds:
+            counts[f"candidates_{kind}"] = sum(r["kind"] == kind for r in table)
+            counts[f"truth_neurons_{kind}"] = sum(r["kind"] == kind and r["truth_neuron"] for r in table)
         results = {
-            "method": "ig-truth-neurons", "arm": context.arm, "model": context.backend.loaded.name,
-            "settings": {**cfg.model_dump(mode="json"), **{k: v for k, v in settings.items() if k != "sites"},
-                         "targets": "f(T|t) = P(correct label) + P(lowercase); f(T|f) likewise for the incorrect label",
-                         "answer_placement": "seeded per question: run seed + dataset name",
-                         "run_seed": context.seed, "batch_rows_used": batch_rows},
-            "counts": {"questions": len(examples), "answered_correctly": len(kept), "selection": len(selection),
-                       "testing": len(testing), "candidates": len(table),
-                       "candidates_by_kind": {k: sum(r["kind"] == k for r in table) for k in cfg.kinds},
-                       "truth_neurons": len(found),
-                       "truth_neurons_by_kind": {k: sum(r["kind"] == k and r["truth_neuron"] for r in table) for k in cfg.kinds}},
-            "completeness": {"description": "per example, site and target: |sum_n Attr(n) - (f(x) - f(site zeroed))|",
+            "method": self.name, "arm": context.arm, "model": context.backend.loaded.name,
+            "settings": {**cfg.model_dump(mode="json"), "quadrature": QUADRATURE, "baseline": BASELINE, "targets": TARGETS,
+                         "answer_placement": "seeded per question from the run seed and the dataset name",
+                         "split": "seeded permutation (run seed, split_seed); selection = first half (n // 2)",
+                         "run_seed": context.seed, "engine": engine},
+            "counts": counts,
+            "completeness": {"description": "per question, site and target: |sum_n Attr(n) - (f(x) - f(site zeroed))|, "
+                                            "the right Riemann sum's error (shrinks as steps grow)",
                              "mean_abs_delta": float(delta.mean()), "max_abs_delta": float(delta.max()),
-                             "mean_abs_f_gap": float(gap.mean()),
-                             "relative": float(delta.mean() / gap.mean()) if float(gap.mean()) > 0 else 0.0},
+                             "mean_abs_f_gap": float(gap.mean())},
             "neurons": table,
-            "examples": [{"id": e.id, "correct_label": "AB"[order[i]], "p_correct": float(p_correct[i]),
-                          "p_incorrect": float(p_incorrect[i]), "half": half.get(i)} for i, e in enumerate(examples)],
+            "questions": [{"id": e.id, "correct_label": "AB"[int(questions.correct_is_b[i])], "p_correct": float(questions.p_correct[i]),
+                           "p_incorrect": float(questions.p_incorrect[i]), "half": halves.get(i)}
+                          for i, e in enumerate(questions.examples)],
         }
         context.run_dir.mkdir(parents=True, exist_ok=True)
         (context.run_dir / f"truth_neurons-{context.arm}.json").write_text(json.dumps(results, indent=1))
-        if cfg.save_attributions:
-            folder = context.run_dir / f"attributions-{context.arm}"
-            folder.mkdir(parents=True, exist_ok=True)
-            for i, path in zip(kept, paths):
-                shutil.copyfile(path, folder / f"{re.sub(r'[^A-Za-z0-9_.-]', '_', str(examples[i].id))}.safetensors")

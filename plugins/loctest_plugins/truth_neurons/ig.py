@@ -8,17 +8,22 @@ neurons), with the zero baseline and a right Riemann sum of ``m`` steps (Truth N
 ``x`` is the site's activation at the scaled positions — ``"last"``: the last prompt token; ``"prompt"``: every
 prompt token, a neuron's attribution then summed over positions — while every other site runs normally.
 
-Why :func:`integrated_gradients` is fast and still exact under the ``"last"`` policy: attention is causal, so
-scaling the last position leaves every earlier position unchanged in all steps. The prompt minus its last
-token runs once (``Backend.prefill``); every (site, step) pair is then one *row* holding just the last token
-over a copy of that key/value cache, many rows (steps, sites and layers at once) per forward pass, each row
-scaling only its own site. Rows are grouped by layer so a backward pass stops at the chunk's lowest site;
-all objective columns share one forward pass. :func:`reference_integrated_gradients` is the straightforward
-computation (one full forward and backward pass per site, step and column) that tests compare against.
+Why :func:`integrated_gradients` is fast and still exact under ``"last"``: attention is causal, so scaling the
+last position leaves every earlier position unchanged in all steps. The prompt minus its last token runs once
+(``Backend.prefill``); every (site, step) pair is then one copy of the last token, many copies (steps, sites
+and layers at once) side by side in *one* sequence after that key/value cache, each seeing the prompt and
+itself only (a 4D attention mask) at the last position's position id, each scaling only its own site. One
+forward pass gives every copy's objective; one backward pass per objective column gives every copy's
+gradient (copies are independent, so the gradient of the sum is each copy's own). Copies are grouped by layer
+so a backward pass stops at the chunk's lowest site, and step m (nothing scaled) is one copy shared by all
+sites. Before that, two unedited copies must reproduce the prompt's own objective: if a model does not honour
+the mask (e.g. sliding-window attention shorter than the prompt) the engine falls back to whole-prompt rows. :func:`reference_integrated_gradients` is the
+straightforward computation (one full forward and backward pass per site, step and column).
 """
 from __future__ import annotations
 
 import copy
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -29,17 +34,18 @@ from loctest.errors import UserError
 from loctest.interventions import Intervention, Site
 
 POSITIONS = ("last", "prompt")
-Objective = Callable[[torch.Tensor, Batch], torch.Tensor]  # (logits [B, P, vocab], batch) -> [B, T]
+Objective = Callable[[torch.Tensor], torch.Tensor]  # next-token logits [R, vocab] -> [R, T]
+UNEDITED = -1  # the row_site of a copy that scales nothing
+CHECK_TOLERANCE = 1e-5  # |f(unedited copy) - f(prompt)| allowed in float32, relative to max(1, |f|)
 
 
 def label_objective(token_groups: Sequence[Sequence[int]]) -> Objective:
-    """f with one column per token group: the summed next-token probabilities of the group's tokens after the
-    prompt (e.g. [[A, a], [B, b]] gives the paper's f(T|t) and f(T|f) when A is the correct label)."""
+    """f with one column per token group: the summed next-token probabilities of the group's tokens (e.g.
+    [[A, a], [B, b]] gives the paper's f(T|t) and f(T|f) when A is the correct label)."""
     groups = [list(g) for g in token_groups]
 
-    def objective(logits: torch.Tensor, batch: Batch) -> torch.Tensor:
-        rows = torch.arange(logits.shape[0], device=logits.device)
-        probs = logits[rows, batch.last_prompt_index].float().softmax(-1)
+    def objective(logits: torch.Tensor) -> torch.Tensor:
+        probs = logits.float().softmax(-1)
         return torch.stack([probs[:, g].sum(-1) for g in groups], dim=-1)
     return objective
 
@@ -66,48 +72,111 @@ def site_components(site: Site, shape: ModelShape) -> list[Component]:
     return [Component("attn", layer, h, d) for h in range(shape.n_heads) for d in range(shape.d_head)]
 
 
-def check_sites(sites: Sequence[Site], shape: ModelShape) -> None:
+def check_arguments(sites: Sequence[Site], shape: ModelShape, steps: int, positions: str) -> None:
     for kind, layer in sites:
         if kind not in ("mlp", "attn") or not 0 <= layer < shape.n_layers:
             raise UserError(f"site {(kind, layer)}: expected ('mlp' or 'attn', a layer below {shape.n_layers})")
+    if steps < 1:
+        raise UserError(f"steps: expected an integer >= 1, got {steps}")
+    if positions not in POSITIONS:
+        raise UserError(f"positions: expected one of {', '.join(POSITIONS)}, got {positions!r}")
 
 
-class PromptRows:
-    """Batches of identical rows of one prompt: under ``"last"`` its last token over the prompt's cached keys
-    and values (each batch gets its own copy, since a forward pass appends to the cache), else the whole
-    prompt."""
+def _scale_rows(x: torch.Tensor, factor: torch.Tensor, row_dim: int) -> torch.Tensor:
+    shape = [1] * x.dim()
+    shape[row_dim] = -1
+    return x * factor.to(x).view(shape)
 
-    def __init__(self, backend, prompt: str, positions: str):
-        if positions not in POSITIONS:
-            raise UserError(f"positions: expected one of {', '.join(POSITIONS)}, got {positions!r}")
-        full = backend.encode([prompt])
-        self.cache = None
-        self.template = full
-        if positions == "last" and full.input_ids.shape[1] > 1:
-            self.cache = backend.prefill(full.input_ids[:, :-1], full.attention_mask[:, :-1])
-            self.template = Batch(full.input_ids[:, -1:], full.attention_mask, full.position_ids[:, -1:],
-                                  full.prompt_mask[:, -1:], full.continuation_mask[:, -1:])
-        self.policy = positions
+
+class Rows:
+    """A way to lay out R independent copies of one prompt for one forward pass, each with its own scaling.
+
+    ``TokenCopies``: copies of the last token in one sequence over the prompt's key/value cache (``"last"``);
+    ``PromptCopies``: batch rows holding the whole prompt (either policy)."""
+
+    tokens_per_row: int
+    row_dim: int  # the dimension of a site's activation [B, P, width] that indexes copies
+    policy: str  # the position policy the scaling interventions use
 
     def batch(self, rows: int) -> Batch:
-        t = self.template
-        past = None
-        if self.cache is not None:
-            past = copy.deepcopy(self.cache)
-            past.batch_repeat_interleave(rows)
-        return Batch(t.input_ids.repeat(rows, 1), t.attention_mask.repeat(rows, 1), t.position_ids.repeat(rows, 1),
-                     t.prompt_mask.repeat(rows, 1), t.continuation_mask.repeat(rows, 1), past)
+        raise NotImplementedError
+
+    def next_logits(self, logits: torch.Tensor, batch: Batch) -> torch.Tensor:
+        """[R, vocab] logits after each copy."""
+        raise NotImplementedError
+
+    def per_row(self, grad: torch.Tensor) -> torch.Tensor:
+        """A site's gradient [..., B, P, width] as [..., R, P', width] (P' = positions of one copy)."""
+        raise NotImplementedError
+
+    def scaling(self, sites: Sequence[Site], row_site: torch.Tensor, alpha: torch.Tensor) -> list[Intervention]:
+        """Per site in ``row_site``: multiply it by ``alpha`` in the copies that belong to it, else by 1."""
+        out = []
+        for i in sorted(set(row_site.tolist()) - {UNEDITED}):
+            factor = torch.where(row_site == i, alpha, torch.ones_like(alpha))
+            out.append(Intervention(sites[i], self.policy, lambda x, f=factor: _scale_rows(x, f, self.row_dim),
+                                    f"scale {sites[i][0]}:{sites[i][1]} per copy"))
+        return out
 
 
-def row_scaling(sites: Sequence[Site], row_site: torch.Tensor, alpha: torch.Tensor, policy: str) -> list[Intervention]:
-    """One intervention per site in ``row_site``: multiply the site by ``alpha`` in the rows that belong to it,
-    leave it unchanged in the others."""
-    out = []
-    for i in sorted(set(row_site.tolist())):
-        factor = torch.where(row_site == i, alpha, torch.ones_like(alpha))
-        out.append(Intervention(sites[i], policy, lambda x, f=factor: x * f.to(x).view(-1, *([1] * (x.dim() - 1))),
-                                f"scale {sites[i][0]}:{sites[i][1]} per row"))
-    return out
+class TokenCopies(Rows):
+    tokens_per_row, row_dim, policy = 1, 1, "prompt"
+
+    def __init__(self, backend, prompt: Batch):
+        ids = prompt.input_ids
+        self.cache = backend.prefill(ids[:, :-1], prompt.attention_mask[:, :-1])
+        self.last = ids[:, -1:]
+        self.position = prompt.position_ids[:, -1:]
+        self.prefix = ids.shape[1] - 1
+
+    def batch(self, rows: int) -> Batch:
+        mask = torch.full((1, 1, rows, self.prefix + rows), torch.finfo(torch.float32).min, device=self.last.device)
+        mask[..., : self.prefix] = 0  # every copy sees the prompt ...
+        mask[0, 0, torch.arange(rows), self.prefix + torch.arange(rows)] = 0  # ... and itself, no other copy
+        ones = torch.ones(1, rows, dtype=torch.bool, device=self.last.device)
+        return Batch(self.last.repeat(1, rows), mask, self.position.repeat(1, rows), ones, ~ones,
+                     copy.deepcopy(self.cache))  # a forward pass appends to the cache
+
+    def next_logits(self, logits, batch):
+        return logits[0]
+
+    @torch.no_grad()
+    def mismatch(self, backend, objective: Objective, value: torch.Tensor) -> str | None:
+        """Why two unedited copies do not reproduce the prompt's objective ``value`` (None when they do): the
+        model does not honour a 4D attention mask, or limits attention (a sliding window shorter than the prompt)."""
+        batch = self.batch(2)
+        try:
+            logits = backend.run(batch).logits
+        except RuntimeError as err:
+            return f"the model rejects copies of the last token in one sequence ({str(err).splitlines()[0]})"
+        gap = float((objective(self.next_logits(logits, batch)).float().cpu() - value).abs().max())
+        tolerance = max(CHECK_TOLERANCE, 50 * torch.finfo(logits.dtype).eps) * max(1.0, float(value.abs().max()))
+        if gap > tolerance:
+            return f"copies of the last token in one sequence change f by {gap:.2e} (a sliding window shorter than the prompt?)"
+        return None
+
+    def per_row(self, grad):
+        return grad.select(-3, 0).unsqueeze(-2)
+
+
+class PromptCopies(Rows):
+    row_dim = 0
+
+    def __init__(self, prompt: Batch, policy: str):
+        self.prompt = prompt
+        self.policy = policy
+        self.tokens_per_row = prompt.input_ids.shape[1]
+
+    def batch(self, rows: int) -> Batch:
+        p = self.prompt
+        return Batch(p.input_ids.repeat(rows, 1), p.attention_mask.repeat(rows, 1), p.position_ids.repeat(rows, 1),
+                     p.prompt_mask.repeat(rows, 1), p.continuation_mask.repeat(rows, 1))
+
+    def next_logits(self, logits, batch):
+        return logits[torch.arange(logits.shape[0], device=logits.device), batch.last_prompt_index]
+
+    def per_row(self, grad):
+        return grad
 
 
 def run_in_chunks(items: list, size: int, work: Callable[[list], None]) -> int:
@@ -127,63 +196,91 @@ def run_in_chunks(items: list, size: int, work: Callable[[list], None]) -> int:
     return size
 
 
-def integrated_gradients(backend, prompt: str, objective: Objective, sites: Sequence[Site], steps: int = 20,
-                         positions: str = "last", batch_rows: int = 128) -> tuple[Attribution, int]:
-    """IG of every site for one prompt (see the module docstring); also returns the batch size that fit."""
-    check_sites(sites, backend.shape)
-    sites = list(sites)
-    rows = PromptRows(backend, prompt, positions)
-    one = rows.batch(1)
-    with torch.no_grad():
-        out = backend.run(one, capture=sites)
-    value = objective(out.logits, one)[0].float()
-    scaled = one.position_mask(positions)[0, :, None]
-    x = {s: (out.activations[s][0] * scaled).float() for s in sites}  # [P, width], zero where not scaled
+@dataclass
+class EngineInfo:
+    layout: str  # "token-copies" or "prompt-copies"
+    batch_tokens: int  # the batch size (in tokens) that fit
 
+
+def integrated_gradients(backend, prompt: str, objective: Objective, sites: Sequence[Site], steps: int = 20,
+                         positions: str = "last", batch_tokens: int = 256) -> tuple[Attribution, EngineInfo]:
+    """IG of every site for one prompt (see the module docstring)."""
+    check_arguments(sites, backend.shape, steps, positions)
+    sites = list(sites)
+    full = backend.encode([prompt])
+    with torch.no_grad():
+        out = backend.run(full, capture=sites)
+    value = objective(PromptCopies(full, positions).next_logits(out.logits, full))[0].float()
+    scaled = full.position_mask(positions)[0, :, None]
+    x = {s: (out.activations[s][0] * scaled).float() for s in sites}  # [P, width], zero where not scaled
+    if positions == "last" and full.input_ids.shape[1] > 1:
+        copies = TokenCopies(backend, full)
+        problem = copies.mismatch(backend, objective, value)
+        if problem is None:
+            return _attribute(backend, copies, objective, sites, steps, x, value, batch_tokens)
+        warnings.warn(f"integrated gradients: {problem}; using whole-prompt rows (exact, slower)")
+    return _attribute(backend, PromptCopies(full, positions), objective, sites, steps, x, value, batch_tokens)
+
+
+def _attribute(backend, rows: Rows, objective: Objective, sites: list[Site], steps: int, x: dict, value: torch.Tensor,
+               batch_tokens: int) -> tuple[Attribution, EngineInfo]:
+    if isinstance(rows, TokenCopies):
+        x = {s: v[-1:] for s, v in x.items()}  # a copy holds the last position only
+
+    def scored(logits, batch):
+        return objective(rows.next_logits(logits, batch))
+
+    # one copy per site and step k < m, in layer order, then one unedited copy: step m of every site at once
     by_layer = sorted(range(len(sites)), key=lambda i: (sites[i][1], sites[i][0]))
-    plan = [(i, k) for i in by_layer for k in range(1, steps + 1)]
+    plan = [(UNEDITED, steps)] + [(i, k) for i in by_layer for k in range(1, steps)]
     summed: dict[Site, torch.Tensor] = {}
 
     def gradient_chunk(part):
         row_site = torch.tensor([i for i, _ in part])
         alpha = torch.tensor([k / steps for _, k in part])
-        chunk_sites = [sites[i] for i in sorted(set(row_site.tolist()))]
-        _, grads, _ = backend.gradients(rows.batch(len(part)), chunk_sites, objective,
-                                        row_scaling(sites, row_site, alpha, positions))
+        unedited = row_site == UNEDITED
+        chunk_sites = sites if unedited.any() else [sites[i] for i in sorted(set(row_site.tolist()))]
+        _, grads, _ = backend.gradients(rows.batch(len(part)), chunk_sites, scored, rows.scaling(sites, row_site, alpha))
         for s in chunk_sites:
-            mine = (row_site == sites.index(s)).to(grads[s].device)
-            g = grads[s][:, mine].float().sum(1)  # [T, P, width]
+            g = rows.per_row(grads[s])  # [T, R, P', width]
+            mine = ((row_site == sites.index(s)) | unedited).to(g.device)
+            g = g[:, mine].float().sum(1)
             summed[s] = summed[s] + g if s in summed else g
 
-    size = run_in_chunks(plan, batch_rows, gradient_chunk)
+    per_row = rows.tokens_per_row
+    size = run_in_chunks(plan, max(1, batch_tokens // per_row), gradient_chunk)
     zeroed: dict[Site, torch.Tensor] = {}
 
     @torch.no_grad()
     def zeroed_chunk(part):
         row_site = torch.tensor(part)
         batch = rows.batch(len(part))
-        logits = backend.run(batch, row_scaling(sites, row_site, torch.zeros(len(part)), positions)).logits
-        for r, v in zip(part, objective(logits, batch).float()):
-            zeroed[sites[r]] = v
+        logits = backend.run(batch, rows.scaling(sites, row_site, torch.zeros(len(part)))).logits
+        for r, v in zip(part, scored(logits, batch).float()):
+            zeroed[sites[r]] = v.cpu()
 
     size = run_in_chunks(list(range(len(sites))), size, zeroed_chunk)
-    attributions = {s: (x[s] * summed[s] / steps).sum(-2).cpu() for s in sites}
-    return Attribution(attributions, value.cpu(), {s: v.cpu() for s, v in zeroed.items()}), size
+    attributions = {s: (x[s].to(summed[s]) * summed[s] / steps).sum(-2).cpu() for s in sites}
+    layout = "token-copies" if isinstance(rows, TokenCopies) else "prompt-copies"
+    return Attribution(attributions, value.cpu(), zeroed), EngineInfo(layout, size * per_row)
 
 
 def reference_integrated_gradients(backend, prompt: str, objective: Objective, sites: Sequence[Site],
                                    steps: int = 20, positions: str = "last") -> Attribution:
     """The same quantity computed the straightforward way: for every site, step and objective column, one
     forward and backward pass over the whole prompt with the site scaled by ``interventions.scale``."""
-    check_sites(sites, backend.shape)
-    if positions not in POSITIONS:
-        raise UserError(f"positions: expected one of {', '.join(POSITIONS)}, got {positions!r}")
+    check_arguments(sites, backend.shape, steps, positions)
     shape = backend.shape
     batch = backend.encode([prompt])
+    last = batch.last_prompt_index
+
+    def scored(logits, b):
+        return objective(logits[torch.arange(logits.shape[0]), last])
+
     mask = batch.position_mask(positions)[0, :, None]
     with torch.no_grad():
         out = backend.run(batch, capture=sites)
-    value = objective(out.logits, batch)[0].float()
+    value = scored(out.logits, batch)[0].float()
     attributions, zeroed = {}, {}
     for site in sites:
         neurons = ComponentSet(site_components(site, shape))
@@ -193,10 +290,10 @@ def reference_integrated_gradients(backend, prompt: str, objective: Objective, s
             total = torch.zeros_like(x)
             for k in range(1, steps + 1):
                 scale = interventions.scale(neurons, shape, k / steps, positions)
-                _, grads, _ = backend.gradients(batch, [site], lambda logits, b: objective(logits, b)[:, t], scale)
+                _, grads, _ = backend.gradients(batch, [site], lambda logits, b: scored(logits, b)[:, t], scale)
                 total += grads[site][0].float()
             per_column.append((x * total / steps).sum(0))
         attributions[site] = torch.stack(per_column).cpu()
         with torch.no_grad():
-            zeroed[site] = objective(backend.run(batch, interventions.zero(neurons, shape, positions)).logits, batch)[0].float().cpu()
+            zeroed[site] = scored(backend.run(batch, interventions.zero(neurons, shape, positions)).logits, batch)[0].float().cpu()
     return Attribution(attributions, value.cpu(), zeroed)
