@@ -140,3 +140,12 @@ def test_recipe_reference_covers_every_key():
     for model in (RunSection, ModelConfig, PluginsSection, DatasetSelection, Comparison):
         for field in model.model_fields:
             assert f"`{field}`" in reference, f"docs/recipes.md misses key {field!r} of {model.__name__}"
+
+
+def test_readme_lists_every_builtin_plugin():
+    section = README.read_text(encoding="utf-8").split("## Built-in plugins", 1)[1].split("\n## ", 1)[0]
+    host = create_host(autoload=False)
+    for kind, registry in host.registries.items():
+        for name in registry.names():
+            if registry.owner(name) == "builtins":
+                assert f"| {kind} | `{name}` |" in section, f"README's Built-in plugins table does not list {kind} {name!r}"
