@@ -164,48 +164,54 @@ class Backend(Plugin):
         for start in range(0, n, size):
             yield slice(start, min(n, start + size))
 
+    def _by_length(self, texts: Sequence[str], compute: Callable[[list[int]], Sequence],
+                   progress: Callable[[int], None] | None) -> list:
+        """``compute(indices)`` over batches of texts of similar length (less padding); results in input order."""
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        results: list = [None] * len(texts)
+        for part in self.batches(len(order)):
+            indices = order[part]
+            for i, result in zip(indices, compute(indices)):
+                results[i] = result
+            if progress:
+                progress(len(indices))
+        return results
+
     # -- derived operations --------------------------------------------------------------------------
     @torch.no_grad()
     def next_token_logprobs(self, prompts: Sequence[str], interventions: Sequence[Intervention] = (),
                             token_ids: Sequence[int] | None = None, progress: Callable[[int], None] | None = None) -> torch.Tensor:
         """[N, vocab] (or [N, len(token_ids)]) log-probabilities of the token after each prompt."""
-        out = []
-        for part in self.batches(len(prompts)):
-            batch = self.encode(prompts[part])
+        def compute(indices):
+            batch = self.encode([prompts[i] for i in indices])
             logits = self.run(batch, interventions).logits
             last = logits[torch.arange(logits.shape[0], device=logits.device), batch.last_prompt_index]
             logprobs = torch.log_softmax(last.float(), dim=-1)
-            out.append((logprobs[:, list(token_ids)] if token_ids is not None else logprobs).cpu())
-            if progress:
-                progress(part.stop - part.start)
-        return torch.cat(out)
+            return (logprobs[:, list(token_ids)] if token_ids is not None else logprobs).cpu()
+        return torch.stack(self._by_length(prompts, compute, progress))
 
     @torch.no_grad()
     def continuation_logprobs(self, prompts: Sequence[str], continuations: Sequence[str],
                               interventions: Sequence[Intervention] = (), progress: Callable[[int], None] | None = None) -> torch.Tensor:
         """[N] sum of log-probabilities of each continuation's tokens given its prompt."""
-        out = []
-        for part in self.batches(len(prompts)):
-            batch = self.encode(prompts[part], continuations[part])
-            out.append(continuation_logprob_sums(self.run(batch, interventions).logits, batch).cpu())
-            if progress:
-                progress(part.stop - part.start)
-        return torch.cat(out)
+        def compute(indices):
+            batch = self.encode([prompts[i] for i in indices], [continuations[i] for i in indices])
+            return continuation_logprob_sums(self.run(batch, interventions).logits, batch).cpu()
+        texts = [p + c for p, c in zip(prompts, continuations)]
+        return torch.stack(self._by_length(texts, compute, progress))
 
     @torch.no_grad()
     def capture_last(self, prompts: Sequence[str], sites: Sequence[Site], interventions: Sequence[Intervention] = (),
                      progress: Callable[[int], None] | None = None) -> dict[Site, torch.Tensor]:
         """Site activations at each prompt's last token: {site: [N, width]}."""
-        out: dict[Site, list[torch.Tensor]] = {s: [] for s in sites}
-        for part in self.batches(len(prompts)):
-            batch = self.encode(prompts[part])
+        def compute(indices):
+            batch = self.encode([prompts[i] for i in indices])
             acts = self.run(batch, interventions, capture=sites).activations
             rows = torch.arange(batch.input_ids.shape[0], device=batch.input_ids.device)
-            for s in sites:
-                out[s].append(acts[s][rows, batch.last_prompt_index].float().cpu())
-            if progress:
-                progress(part.stop - part.start)
-        return {s: torch.cat(v) for s, v in out.items()}
+            last = {s: acts[s][rows, batch.last_prompt_index].float().cpu() for s in sites}
+            return [{s: last[s][row] for s in sites} for row in range(len(indices))]
+        per_prompt = self._by_length(prompts, compute, progress)
+        return {s: torch.stack([p[s] for p in per_prompt]) for s in sites}
 
     def gradients(self, batch: Batch, sites: Sequence[Site], objective: Callable[[torch.Tensor, Batch], torch.Tensor],
                   interventions: Sequence[Intervention] = ()) -> tuple[dict[Site, torch.Tensor], dict[Site, torch.Tensor], torch.Tensor]:
@@ -250,9 +256,9 @@ class Backend(Plugin):
         from transformers import DynamicCache
 
         eos = self.tokenizer.eos_token_id
-        texts = []
-        for part in self.batches(len(prompts)):
-            batch = self.encode(prompts[part])
+
+        def compute(indices):
+            batch = self.encode([prompts[i] for i in indices])
             batch.past_key_values = DynamicCache()  # filled in place by each forward pass
             rows = batch.input_ids.shape[0]
             generated = torch.empty((rows, 0), dtype=torch.long, device=self.device)
@@ -267,9 +273,9 @@ class Backend(Plugin):
                 ones = torch.ones((rows, 1), dtype=torch.bool, device=self.device)
                 batch = Batch(token[:, None], torch.cat([batch.attention_mask, ones.long()], dim=1),
                               batch.position_ids[:, -1:] + 1, ~ones, ones, batch.past_key_values)
+            texts = []
             for row in generated.tolist():
                 row = row[: row.index(eos)] if eos in row else row
                 texts.append(self.tokenizer.decode(row, skip_special_tokens=True).strip())
-            if progress:
-                progress(part.stop - part.start)
-        return texts
+            return texts
+        return self._by_length(prompts, compute, progress)
