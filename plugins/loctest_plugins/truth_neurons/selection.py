@@ -5,6 +5,7 @@ half picks candidates (:func:`candidates`), the testing half tests them (:func:`
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -45,13 +46,16 @@ class Significance:
 
 def significance(d: np.ndarray, alpha: float) -> Significance:
     """One-sided one-sample t-test of D > 0 for every column of ``d`` [examples, candidates], Bonferroni-corrected
-    over the columns; survivors have a corrected p below ``alpha``. Undefined tests (no variance) never pass."""
+    over the columns; survivors have a corrected p below ``alpha``. A column without variance follows scipy
+    (t = +-inf when its mean is not zero); an all-zero column has no defined test and never passes."""
     if d.shape[0] < 2:
         raise UserError(f"truth neurons: the testing half has {d.shape[0]} example(s); a t-test needs at least 2")
     if d.shape[1] == 0:
         empty = np.zeros(0)
         return Significance(empty, empty, empty, empty, np.zeros(0, dtype=bool))
-    t, p = stats.ttest_1samp(d, 0.0, axis=0, alternative="greater")
+    with np.errstate(divide="ignore", invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # scipy warns about columns without variance
+        t, p = stats.ttest_1samp(d, 0.0, axis=0, alternative="greater")
     p = np.where(np.isnan(p), 1.0, p)
     corrected = np.minimum(1.0, p * d.shape[1])
     return Significance(d.mean(axis=0), t, p, corrected, corrected < alpha)

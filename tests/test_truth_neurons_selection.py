@@ -1,0 +1,215 @@
+"""Truth-neuron selection: thresholds and t-tests against scipy on fixed data, the locator on a tiny model with a
+planted mechanism, and resuming a killed run from the attribution cache."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from pydantic import ValidationError
+from scipy import stats
+
+from loctest import ComponentSet, Example, RunContext
+from loctest.errors import UserError
+from loctest.progress import Progress
+from loctest_plugins.editors.zero_ablation import ZeroAblation
+from loctest_plugins.locators import ig_truth_neurons
+from loctest_plugins.locators.ig_truth_neurons import IGTruthNeurons
+from loctest_plugins.locators.random import RandomLocator
+from loctest_plugins.scorers.binary_choice import BinaryChoice
+from loctest_plugins.truth_neurons.selection import candidates, significance, split_halves
+
+from conftest import make_backend
+
+# -- selection statistics on fixed data -------------------------------------------------------------------
+
+D = np.array([
+    [1.0, 0.5, 0.09, -2.0],
+    [0.2, 2.0, 0.25, 0.0],
+    [-1.0, -0.5, -0.1, -3.0],  # largest D is not positive: nothing is salient
+    [0.3, 0.1, 0.05, 0.29],
+])
+
+
+def test_candidates_adaptive_and_share_thresholds():
+    # t = 10 %: row maxima 1.0, 2.0, -, 0.3 -> cut-offs 0.1, 0.2, -, 0.03
+    salient = np.array([[1, 1, 0, 0], [0, 1, 1, 0], [0, 0, 0, 0], [1, 1, 1, 1]], dtype=bool)
+    columns, share = candidates(D, threshold=10, share=50)
+    np.testing.assert_allclose(share, salient.mean(0))
+    assert columns.tolist() == [0, 1, 2]  # shares 0.5, 0.75, 0.5, 0.25
+    assert candidates(D, threshold=10, share=75)[0].tolist() == [1]
+    assert candidates(D, threshold=99, share=25)[0].tolist() == [0, 1]  # only each row's own maximum (0.29 < 0.297)
+
+
+def test_significance_matches_scipy_and_hand_formula():
+    rng = np.random.default_rng(3)
+    d = rng.normal([0.8, 0.0, -0.5, 0.0, 0.0], 1.0, size=(12, 5))
+    d[:, 3] = 0.0  # no variance, zero mean: no defined test, never passes
+    d[:, 4] = 0.25  # no variance, positive mean: t = inf as in scipy
+    result = significance(d, alpha=0.05)
+    n = d.shape[0]
+    t_hand = d[:, :3].mean(0) / (d[:, :3].std(0, ddof=1) / np.sqrt(n))
+    np.testing.assert_allclose(result.t[:3], t_hand[:3], rtol=1e-12)
+    np.testing.assert_allclose(result.p[:3], stats.t.sf(t_hand[:3], n - 1), rtol=1e-10)
+    reference = stats.ttest_1samp(d[:, :3], 0.0, alternative="greater")
+    np.testing.assert_allclose(result.p[:3], reference.pvalue, rtol=1e-12)
+    np.testing.assert_allclose(result.p_bonferroni, np.minimum(1, result.p * 5))
+    assert result.p[3] == 1.0 and result.t[4] == np.inf and result.p[4] == 0.0
+    assert result.significant.tolist() == [True, False, False, False, True]
+
+
+def test_split_halves_is_seeded_and_disjoint():
+    a = split_halves(11, np.random.default_rng(0))
+    b = split_halves(11, np.random.default_rng(0))
+    assert all((x == y).all() for x, y in zip(a, b))
+    selection, testing = a
+    assert len(selection) == 5 and len(testing) == 6
+    assert sorted(np.concatenate(a).tolist()) == list(range(11))
+    with pytest.raises(UserError, match="testing half"):
+        significance(np.zeros((1, 3)), 0.05)
+
+
+# -- a tiny model with a planted mechanism ----------------------------------------------------------------
+
+PLANTED = ["mlp:1:5", "mlp:1:17", "mlp:1:42", "attn:0:0:3", "attn:0:0:5"]
+PROMPTS = {"user_prompt": "{question} {answer_a}", "system_prompt": ""}  # the prompt shows answer A only
+
+
+def plant(backend) -> None:
+    """Overwrite a tiny-llama (2 layers, width 64) so that the shown answer decides A vs B through the PLANTED
+    neurons only. Embedding dim 0 marks the answer ("T" +1, "F" -1), dim 3 is a constant 1 in every token.
+    Layer 0, head 0 attends uniformly and copies dim 0 into head dims 3 and 5; o_proj writes them into residual
+    dim 1. MLP neurons 5, 17, 42 of layer 1 compute silu(3 * dim3) * 0.1 * dim1 (signed) and write dim 2, which
+    the unembedding reads as +A/+a vs -B/-b. Every other weight keeps its random value but neither reads nor
+    writes dims 0-3, so no other neuron can carry the answer."""
+    model = backend.loaded_module()
+    token = {t: backend.tokenizer.encode(t, add_special_tokens=False)[0] for t in "TFAaBb"}
+    planted = slice(0, 4)
+    with torch.no_grad():
+        emb = model.model.embed_tokens.weight
+        emb[:, planted] = 0
+        emb[:, 3] = 1.0
+        for t, sign in (("T", 1.0), ("F", -1.0)):
+            emb[token[t]] = 0
+            emb[token[t], 0], emb[token[t], 3] = sign, 1.0
+        for layer in model.model.layers:
+            attn, mlp = layer.self_attn, layer.mlp
+            for reader in (attn.q_proj, attn.k_proj, attn.v_proj, mlp.gate_proj, mlp.up_proj):
+                reader.weight[:, planted] = 0
+            for writer in (attn.o_proj, mlp.down_proj):
+                writer.weight[planted, :] = 0
+        attn = model.model.layers[0].self_attn
+        attn.k_proj.weight[:16] = 0  # key/value head 0: uniform attention for query heads 0 and 1
+        for dim in (3, 5):
+            attn.v_proj.weight[dim] = 0
+            attn.v_proj.weight[dim, 0] = 1.0
+            attn.o_proj.weight[:, dim] = 0
+            attn.o_proj.weight[1, dim] = 1.0
+        mlp = model.model.layers[1].mlp
+        for n in (5, 17, 42):
+            mlp.gate_proj.weight[n] = 0
+            mlp.gate_proj.weight[n, 3] = 3.0
+            mlp.up_proj.weight[n] = 0
+            mlp.up_proj.weight[n, 1] = 0.1
+            mlp.down_proj.weight[:, n] = 0
+            mlp.down_proj.weight[2, n] = 0.05
+        unembed = model.lm_head.weight
+        unembed[:, planted] = 0
+        for t, sign in (("A", 1.0), ("a", 1.0), ("B", -1.0), ("b", -1.0)):
+            unembed[token[t]] = 0
+            unembed[token[t], 2] = 2.0 * sign
+
+
+def planted_backend():
+    backend = make_backend("nnsight", "tiny-llama", tiny_layers=2)  # nnsight runs the model object as is
+    plant(backend)
+    return backend
+
+
+@pytest.fixture(scope="module")
+def planted():
+    return planted_backend()
+
+
+def questions(n: int) -> list[Example]:
+    return [Example(f"q{i}", f"question number {i}", ("T",), ("F",)) for i in range(n)]
+
+
+def context_for(backend, tmp_path, n: int, arm: str = "truth") -> RunContext:
+    data = questions(n)
+    return RunContext(backend, 0, tmp_path / "run", tmp_path / "cache", Progress(enabled=False),
+                      datasets={"synthetic": lambda: data}, arm=arm)
+
+
+def locator(**options) -> IGTruthNeurons:
+    return IGTruthNeurons({"dataset": "synthetic", "adaptive_threshold": 10, **PROMPTS, **options})
+
+
+def accuracy(context, components) -> float:
+    scorer = BinaryChoice({"dataset": "synthetic", "repetitions": 4, **PROMPTS})
+    return float(np.mean(scorer.score(context, ZeroAblation().interventions(context, components)).values["accuracy"]))
+
+
+def test_planted_neurons_are_recovered_exactly_and_carry_the_answer(planted, tmp_path):
+    context = context_for(planted, tmp_path, 20)
+    found = locator().locate(context)
+    assert found == ComponentSet(PLANTED)
+    results = json.loads((context.run_dir / "truth_neurons-truth.json").read_text())
+    assert results["counts"]["answered_correctly"] == 20
+    assert results["counts"]["selection"] == 10 and results["counts"]["testing"] == 10
+    assert results["settings"]["steps"] == 20 and results["settings"]["engine"]["computed_by_layout"] == {"token-copies": 20}
+    assert results["completeness"]["max_abs_delta"] < 0.01 * results["completeness"]["mean_abs_f_gap"] + 1e-3
+    assert all(row["mean_d"] > 0.1 and row["p_bonferroni"] < 1e-6 for row in results["neurons"])
+
+    context.components["truth"] = found
+    baseline = accuracy(context, ComponentSet())
+    assert baseline == 1.0
+    assert accuracy(context, found) <= 0.5  # without the planted neurons the model cannot tell T from F
+    for draw in range(3):
+        context.arm = f"random-{draw}"
+        control = RandomLocator({"match": "truth", "draw": draw}).locate(context)
+        assert len(control) == len(found) and control != found
+        assert accuracy(context, control) == baseline
+
+
+def test_killed_run_resumes_from_the_cache_with_identical_results(planted, tmp_path, monkeypatch):
+    computed = []
+    real = ig_truth_neurons.integrated_gradients
+
+    def counting(backend, prompt, *args, **kwargs):
+        if len(computed) == 5 and kill["now"]:
+            raise KeyboardInterrupt  # the run is killed after five questions
+        computed.append(prompt)
+        return real(backend, prompt, *args, **kwargs)
+
+    kill = {"now": True}
+    monkeypatch.setattr(ig_truth_neurons, "integrated_gradients", counting)
+    context = context_for(planted, tmp_path / "resumed", 12)
+    with pytest.raises(KeyboardInterrupt):
+        locator(steps=8, save_attributions=True).locate(context)
+    assert len(computed) == 5
+    kill["now"] = False
+    resumed = locator(steps=8, save_attributions=True).locate(context)
+    assert len(computed) == 12 and len(set(computed)) == 12  # the five finished questions were not recomputed
+    assert len(list((context.run_dir / "attributions-truth").glob("*.safetensors"))) == 12
+
+    fresh_context = context_for(planted, tmp_path / "fresh", 12)
+    fresh = locator(steps=8).locate(fresh_context)
+    assert resumed == fresh
+    tables = [json.loads((c.run_dir / "truth_neurons-truth.json").read_text())["neurons"] for c in (context, fresh_context)]
+    assert tables[0] == tables[1]
+    # other settings never reuse these attributions
+    locator(steps=9).locate(context_for(planted, tmp_path / "resumed", 12))
+    assert len(computed) == 12 + 12 + 12
+
+
+def test_config_and_input_errors(planted, tmp_path):
+    with pytest.raises(ValidationError, match="adaptive_threshold"):
+        IGTruthNeurons({"dataset": "synthetic"})
+    with pytest.raises(ValidationError):
+        locator(kinds=["head"])
+    with pytest.raises(UserError, match="layers: 7 is out of range"):
+        locator(layers=[0, 7]).locate(context_for(planted, tmp_path, 4))
+    with pytest.raises(UserError, match="only 2 of 2 questions"):
+        locator().locate(context_for(planted, tmp_path, 2))
