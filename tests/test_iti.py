@@ -51,7 +51,7 @@ def planted_heads(seed=0, heads=24, n=800, d=16):
 def test_batched_probes_equal_sklearn_per_head():
     x, y = planted_heads()
     train, val = slice(0, 600), slice(600, None)
-    w, b = fit_logistic_probes(torch.from_numpy(x[:, train]), torch.from_numpy(y[train]), c=0.5)
+    w, b = fit_logistic_probes(torch.from_numpy(x[:, train]), torch.from_numpy(y[train]), c=0.5, tol=1e-7)
     reference = sklearn_probes(x[:, train], y[train], c=0.5)
     ref_w = np.stack([r.coef_[0] for r in reference])
     ref_b = np.array([r.intercept_[0] for r in reference])
@@ -67,7 +67,7 @@ def test_probes_converge_on_separable_heads():
     """Perfectly separable data: the penalty keeps the optimum finite and Newton must still reach it."""
     y = np.tile([0, 1], 50)
     x = np.stack([np.stack([y * 4.0 - 2.0, np.linspace(-1, 1, 100)], -1)]).astype(np.float32)
-    w, b = fit_logistic_probes(torch.from_numpy(x), torch.from_numpy(y))
+    w, b = fit_logistic_probes(torch.from_numpy(x), torch.from_numpy(y), tol=1e-7)
     ref = sklearn_probes(x, y)[0]
     np.testing.assert_allclose(w[0].numpy(), ref.coef_[0], rtol=1e-3, atol=1e-4)
     assert abs(float(b[0]) - ref.intercept_[0]) < 1e-3

@@ -30,49 +30,58 @@ class ProbeHeadsConfig(PluginConfig):
     _prompt = field_validator("prompt")(check_prompt)
 
 
-def _logistic_loss(x: torch.Tensor, y: torch.Tensor, theta: torch.Tensor, ridge: torch.Tensor) -> torch.Tensor:
-    """[G] summed log-loss plus 0.5 * ridge * theta^2 of each probe; x [G, N, D+1], theta [G, D+1]."""
-    z = torch.bmm(x, theta.unsqueeze(-1)).squeeze(-1)
-    return (F.softplus(z) - y * z).sum(-1) + 0.5 * (ridge * theta.square()).sum(-1)
+CPU_CACHE_BYTES = 1 << 20  # on CPU, Hessians are built a few heads at a time, each weighted copy this small
 
 
-def fit_logistic_probes(x: torch.Tensor, y: torch.Tensor, c: float = 1.0, max_steps: int = 100,
-                        tol: float = 1e-6) -> tuple[torch.Tensor, torch.Tensor]:
+def fit_logistic_probes(x: torch.Tensor, y: torch.Tensor, c: float = 1.0, tol: float = 1e-4,
+                        max_steps: int = 50) -> tuple[torch.Tensor, torch.Tensor]:
     """Fit G independent L2-penalised logistic regressions at once.
 
     ``x`` [G, N, D] features (one matrix per probe), ``y`` [N] labels in {0, 1}. Minimises, per probe,
-    sum_n logloss(w.x_n + b, y_n) + ||w||^2 / (2c) (scikit-learn's objective) by Newton steps with
-    backtracking, until every probe's largest gradient entry is below ``tol`` * N. Returns weights [G, D]
-    and intercepts [G].
+    sum_n logloss(w.x_n + b, y_n) + ||w||^2 / (2c) (scikit-learn's objective) by Newton steps with a per-probe
+    backtracking line search, until every probe's largest gradient entry is below ``tol`` * N (scikit-learn's
+    default stopping rule on its averaged loss). Returns weights [G, D] and intercepts [G].
     """
     g, n, d = x.shape
-    x = torch.cat([x, x.new_ones(g, n, 1)], dim=-1)
+    x = x.contiguous()
+    xt = x.transpose(1, 2).contiguous()  # both layouts: every product below is a row-times-matrix product
     y = y.to(x.dtype)
-    ridge = x.new_full((d + 1,), 1.0 / c)
-    ridge[-1] = 0.0  # no penalty on the intercept
-    theta = x.new_zeros(g, d + 1)
-    loss = _logistic_loss(x, y, theta, ridge)
-    eye = torch.eye(d + 1, dtype=x.dtype, device=x.device)
+    w, b, z = x.new_zeros(g, d), x.new_zeros(g), x.new_zeros(g, n)  # z = x w + b, kept up to date
+
+    def objective(z, w):
+        return (F.softplus(z) - y * z).sum(-1) + 0.5 / c * w.square().sum(-1)
+
+    loss = objective(z, w)
+    hessian = x.new_empty(g, d + 1, d + 1)
+    chunk = g if x.device.type != "cpu" else max(1, CPU_CACHE_BYTES // (n * d * x.element_size()))
     for _ in range(max_steps):
-        p = torch.sigmoid(torch.bmm(x, theta.unsqueeze(-1)).squeeze(-1))
-        grad = torch.bmm(x.transpose(1, 2), (p - y).unsqueeze(-1)).squeeze(-1) + ridge * theta
+        p = torch.sigmoid(z)
+        residual = p - y
+        grad = torch.cat([torch.bmm(residual.unsqueeze(1), x).squeeze(1) + w / c, residual.sum(-1, keepdim=True)], -1)
         if grad.abs().amax() < tol * n:
             break
-        weight = (p * (1 - p)).unsqueeze(-1)
-        hessian = torch.bmm(x.transpose(1, 2), x * weight) + torch.diag(ridge) + 1e-6 * eye
+        s = p * (1 - p)
+        for part in range(0, g, chunk):  # the weighted copy of x stays in cache
+            heads = slice(part, part + chunk)
+            torch.bmm(xt[heads] * s[heads].unsqueeze(1), x[heads], out=hessian[heads, :d, :d])
+        hessian[:, :d, d] = hessian[:, d, :d] = torch.bmm(s.unsqueeze(1), x).squeeze(1)
+        hessian[:, d, d] = s.sum(-1)
+        hessian.diagonal(dim1=1, dim2=2).add_(1e-6)
+        hessian.diagonal(dim1=1, dim2=2)[:, :d].add_(1.0 / c)
         step = torch.linalg.solve(hessian, grad)
+        z_step = torch.bmm(step[:, None, :d], xt).squeeze(1) + step[:, d:]
         # per-probe backtracking: halve the step of probes whose loss did not decrease enough
         scale = x.new_ones(g)
         decrease = (grad * step).sum(-1)
         for _ in range(30):
-            candidate = theta - scale.unsqueeze(-1) * step
-            new_loss = _logistic_loss(x, y, candidate, ridge)
+            new_loss = objective(z - scale[:, None] * z_step, w - scale[:, None] * step[:, :d])
             worse = new_loss > loss - 1e-4 * scale * decrease + 1e-6 * loss.abs()
             if not worse.any():
                 break
             scale = torch.where(worse, scale / 2, scale)
-        theta, loss = candidate, new_loss
-    return theta[:, :d], theta[:, d]
+        z, w, b = z - scale[:, None] * z_step, w - scale[:, None] * step[:, :d], b - scale * step[:, d]
+        loss = new_loss
+    return w, b
 
 
 def question_split(n_questions: int, val_fraction: float, rng) -> torch.Tensor:
@@ -97,13 +106,15 @@ class ProbeHeads(Locator):
         if n_questions < 2:
             raise UserError(f"probe-heads: dataset {self.config.dataset!r} needs at least 2 questions (train and validation)")
         held_out = question_split(n_questions, self.config.val_fraction, context.rng("probe-heads", self.config.dataset))
-        val = held_out[acts.question]
-        per_head = acts.values.flatten(1, 2).transpose(0, 1)  # [heads, N, d_head]
+        device = context.backend.device  # fit on the model's device (a GPU fits every probe in milliseconds)
+        val = held_out[acts.question].to(device)
+        truthful = acts.truthful.to(device)
+        per_head = acts.values.to(device).flatten(1, 2).transpose(0, 1)  # [heads, N, d_head]
         with context.progress.task(f"{context.arm}: fit {per_head.shape[0]} probes", total=1) as advance:
-            weights, bias = fit_logistic_probes(per_head[:, ~val], acts.truthful[~val], self.config.c)
+            weights, bias = fit_logistic_probes(per_head[:, ~val], truthful[~val], self.config.c)
             advance(1)
         logits = torch.bmm(per_head[:, val], weights.unsqueeze(-1)).squeeze(-1) + bias.unsqueeze(-1)
-        accuracy = ((logits > 0) == acts.truthful[val]).float().mean(-1)
+        accuracy = ((logits > 0) == truthful[val]).float().mean(-1).cpu()
         order = torch.argsort(accuracy, descending=True, stable=True)[: self.config.top_k]
         heads = [Component("head", int(i) // shape.n_heads, int(i) % shape.n_heads) for i in order]
         self._write_accuracies(context, accuracy.view(shape.n_layers, shape.n_heads), int((~val).sum()), int(val.sum()))
