@@ -248,3 +248,15 @@ def test_report_has_the_papers_tables_and_figures(tmp_path):
     assert "## Accuracy by arm and scorer" in report
     saved = json.loads((run / "results.json").read_text())
     assert saved["comparisons"][1]["extra"]["categories"] == results.comparisons[1]["extra"]["categories"]
+
+
+def test_truth_neurons_recipe_scores_questions_the_locator_never_saw():
+    from conftest import ROOT
+    from loctest.runner import prepare
+
+    recipe, _ = prepare(ROOT / "recipes" / "truth_neurons.toml")
+    assert set(recipe.arms) == {"baseline", "truth", "random"}
+    located_on = recipe.arms["truth"].locator.config.dataset
+    scored_on = recipe.scorers["truthfulqa"].config.dataset
+    (_, locate), (_, score) = recipe.datasets[located_on], recipe.datasets[scored_on]
+    assert (locate.split, score.split, locate.split_seed) == ("train", "test", score.split_seed)
