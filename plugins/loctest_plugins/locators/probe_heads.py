@@ -63,14 +63,15 @@ def fit_logistic_probes(x: torch.Tensor, y: torch.Tensor, c: float = 1.0, tol: f
         s = p * (1 - p)
         for part in range(0, g, chunk):  # the weighted copy of x stays in cache
             heads = slice(part, part + chunk)
-            torch.bmm(xt[heads] * s[heads].unsqueeze(1), x[heads], out=hessian[heads, :d, :d])
+            hessian[heads, :d, :d] = torch.bmm(xt[heads] * s[heads].unsqueeze(1), x[heads])
         hessian[:, :d, d] = hessian[:, d, :d] = torch.bmm(s.unsqueeze(1), x).squeeze(1)
         hessian[:, d, d] = s.sum(-1)
         hessian.diagonal(dim1=1, dim2=2).add_(1e-6)
         hessian.diagonal(dim1=1, dim2=2)[:, :d].add_(1.0 / c)
         step = torch.linalg.solve(hessian, grad)
         z_step = torch.bmm(step[:, None, :d], xt).squeeze(1) + step[:, d:]
-        # per-probe backtracking: halve the step of probes whose loss did not decrease enough
+        # per-probe backtracking: halve the step of probes whose loss did not decrease enough (Armijo, with a
+        # float32 rounding allowance)
         scale = x.new_ones(g)
         decrease = (grad * step).sum(-1)
         for _ in range(30):
