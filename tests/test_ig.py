@@ -1,0 +1,159 @@
+"""The integrated-gradients engine: equal to the straightforward reference on both backends and several
+architectures (and on the embedded model), the whole-prompt fallback, completeness, out-of-memory backoff."""
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+
+from loctest import Example
+from loctest.errors import UserError
+from loctest_plugins.scorers.binary_choice import BinaryChoiceConfig, binary_prompts
+from loctest_plugins.truth_neurons.ig import integrated_gradients, label_objective, reference_integrated_gradients
+
+from conftest import BACKENDS, cached_backend, embedded_backend, requires_embedded
+from test_truth_neurons_selection import planted_backend
+
+TOLERANCE = 1e-4  # max |engine - reference| / max |reference|, per site and target
+QUESTION = Example("q", "Swallowed gum?", ("Passes",), ("Stays 7 years",))
+SHORT = BinaryChoiceConfig(system_prompt="", user_prompt="{question} A: {answer_a} B: {answer_b}")  # byte tokens: keep it short
+
+
+def binary_prompt(backend, example: Example = QUESTION, correct_is_b: bool = False, config: BinaryChoiceConfig = SHORT):
+    """The binary-choice prompt and f's token groups [correct label, incorrect label]."""
+    prompt = binary_prompts(backend, config, [example])[int(correct_is_b)]
+    labels = [[backend.answer_token_ids(t) for t in pair] for pair in (("A", "a"), ("B", "b"))]
+    return prompt, label_objective([labels[int(correct_is_b)], labels[1 - int(correct_is_b)]])
+
+
+def assert_same(engine, reference, sites):
+    for s in sites:
+        for t in range(2):
+            error = (engine.attributions[s][t] - reference.attributions[s][t]).abs().max() / reference.attributions[s][t].abs().max()
+            assert error < TOLERANCE, f"{s} target {t}: relative error {error:.2e}"
+        torch.testing.assert_close(engine.zeroed[s], reference.zeroed[s], atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(engine.value, reference.value, atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("backend_name", BACKENDS)
+@pytest.mark.parametrize("model", ["tiny-llama", "tiny-gpt2"])
+def test_engine_equals_reference(backend_name, model):
+    backend = cached_backend(backend_name, model)
+    prompt, objective = binary_prompt(backend, correct_is_b=True)
+    sites = [(kind, layer) for kind in ("mlp", "attn") for layer in range(2)]
+    engine, info = integrated_gradients(backend, prompt, objective, sites, steps=4, batch_tokens=5)
+    assert info.layout == "token-copies"
+    assert_same(engine, reference_integrated_gradients(backend, prompt, objective, sites, steps=4), sites)
+
+
+@pytest.mark.parametrize("model", ["tiny-gpt-neox", "tiny-qwen2"])
+def test_engine_equals_reference_on_other_architectures(model):
+    backend = cached_backend("transformer-lens", model)
+    prompt, objective = binary_prompt(backend)
+    sites = [("attn", 0), ("mlp", 1)]
+    engine, info = integrated_gradients(backend, prompt, objective, sites, steps=3)
+    assert info.layout == "token-copies"
+    assert_same(engine, reference_integrated_gradients(backend, prompt, objective, sites, steps=3), sites)
+
+
+@pytest.mark.parametrize("backend_name", BACKENDS)
+def test_every_prompt_position_policy(backend_name):
+    backend = cached_backend(backend_name)
+    prompt, objective = binary_prompt(backend)
+    sites = [("mlp", 0), ("attn", 1)]
+    engine, info = integrated_gradients(backend, prompt, objective, sites, steps=3, positions="prompt", batch_tokens=200)
+    assert info.layout == "prompt-copies"
+    assert_same(engine, reference_integrated_gradients(backend, prompt, objective, sites, steps=3, positions="prompt"), sites)
+    last, _ = integrated_gradients(backend, prompt, objective, sites, steps=3)
+    assert not torch.allclose(last.attributions[sites[0]], engine.attributions[sites[0]])
+
+
+@pytest.mark.parametrize("backend_name", BACKENDS)
+def test_sliding_window_shorter_than_the_prompt_falls_back_to_whole_prompts(backend_name):
+    """tiny-gemma2 attends within 256 tokens on alternate layers: copies of the last token over a longer cached
+    prompt do not reproduce the model (one backend computes something else, the other refuses the shapes)."""
+    backend = cached_backend(backend_name, "tiny-gemma2")
+    long_question = Example("q", "What happens if you swallow gum? " * 8, QUESTION.correct, QUESTION.incorrect)
+    prompt, objective = binary_prompt(backend, long_question)
+    assert len(backend.tokenize([prompt], special=False)[0]) > 256
+    sites = [("attn", 1)]
+    with pytest.warns(UserWarning, match="using whole-prompt rows"):
+        engine, info = integrated_gradients(backend, prompt, objective, sites, steps=2)
+    assert info.layout == "prompt-copies"
+    assert_same(engine, reference_integrated_gradients(backend, prompt, objective, sites, steps=2), sites)
+
+
+def test_completeness_error_shrinks_with_steps():
+    """sum_n Attr(n) -> f(x) - f(site zeroed) as m grows (the right Riemann sum's error is O(1/m)), on a tiny
+    model whose answer moves a lot along the path (the planted model of test_truth_neurons_selection)."""
+    backend = planted_backend()
+    example = Example("q", "question number 3", ("T",), ("F",))
+    prompt = binary_prompts(backend, BinaryChoiceConfig(user_prompt="{question} {answer_a}", system_prompt=""), [example])[0]
+    labels = [[backend.answer_token_ids(t) for t in pair] for pair in (("A", "a"), ("B", "b"))]
+    sites = [("attn", 0), ("mlp", 1)]
+    coarse, fine = (integrated_gradients(backend, prompt, label_objective(labels), sites, steps=m)[0] for m in (20, 200))
+    for s in sites:
+        gap = float(coarse.value[0] - coarse.zeroed[s][0])  # f(T|t): near 1 with the site, near chance without
+        assert gap > 0.5
+        error_20, error_200 = (abs(float(a.completeness_delta()[s][0])) for a in (coarse, fine))
+        assert error_20 > 1e-3 * gap and error_200 < error_20 / 5 and error_200 < 1e-3 * gap
+
+
+def test_out_of_memory_halves_the_batch(monkeypatch):
+    backend = cached_backend("nnsight")
+    prompt, objective = binary_prompt(backend)
+    sites = [("mlp", 0), ("attn", 0), ("mlp", 1)]
+    expected, _ = integrated_gradients(backend, prompt, objective, sites, steps=5, batch_tokens=64)
+    real = backend.gradients
+
+    def small_memory(batch, *args, **kwargs):
+        if batch.input_ids.numel() > 6:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+        return real(batch, *args, **kwargs)
+
+    monkeypatch.setattr(backend, "gradients", small_memory)
+    engine, info = integrated_gradients(backend, prompt, objective, sites, steps=5, batch_tokens=64)
+    assert info.batch_tokens == 4
+    for s in sites:
+        torch.testing.assert_close(engine.attributions[s], expected.attributions[s], atol=1e-7, rtol=1e-4)
+
+
+def test_several_objective_columns_from_one_forward_pass():
+    backend = cached_backend("transformer-lens")
+    batch = backend.encode(["The capital of France is", "Q: 2+2?"])
+    sites = [("mlp", 1), ("attn", 0)]
+
+    def columns(logits, b):
+        last = torch.log_softmax(logits[torch.arange(2), b.last_prompt_index], -1)
+        return last[:, [40, 41]]
+
+    _, grads, value = backend.gradients(batch, sites, columns)
+    assert value.shape == (2, 2) and grads[sites[0]].shape[:2] == (2, 2)
+    for t in range(2):
+        _, single, _ = backend.gradients(batch, sites, lambda logits, b: columns(logits, b)[:, t])
+        for s in sites:
+            torch.testing.assert_close(grads[s][t], single[s])
+
+
+def test_bad_arguments():
+    backend = cached_backend("transformer-lens")
+    prompt, objective = binary_prompt(backend)
+    with pytest.raises(UserError, match="site"):
+        integrated_gradients(backend, prompt, objective, [("mlp", 2)])
+    with pytest.raises(UserError, match="positions"):
+        integrated_gradients(backend, prompt, objective, [("mlp", 0)], positions="all")
+    with pytest.raises(UserError, match="steps"):
+        reference_integrated_gradients(backend, prompt, objective, [("mlp", 0)], steps=0)
+
+
+@requires_embedded
+def test_engine_equals_reference_on_the_embedded_model():
+    backend = embedded_backend("transformer-lens")
+    prompt, objective = binary_prompt(backend, correct_is_b=True)
+    sites = [("mlp", 2), ("attn", 27)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no fallback: the fast layout must hold on the real model
+        engine, info = integrated_gradients(backend, prompt, objective, sites, steps=2)
+    assert info.layout == "token-copies"
+    assert_same(engine, reference_integrated_gradients(backend, prompt, objective, sites, steps=2), sites)
