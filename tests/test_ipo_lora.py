@@ -20,7 +20,7 @@ from loctest_plugins.ipo.pairs import preference_pairs
 from loctest_plugins.ipo.store import load_edit
 from loctest_plugins.ipo.training import ipo_loss, pair_logprobs
 
-from conftest import cached_backend
+from conftest import ROOT, cached_backend
 
 EXAMPLES = [Example("q1", "Is the sky green?", ("No.", "It is blue."), ("Yes.", "Green, always.")),
             Example("q2", "Do cats bark?", ("No, cats meow.",), ("Yes.", "Cats bark loudly.")),
@@ -236,3 +236,14 @@ editor = {{ plugin = "ipo-lora", dataset = "qa", epochs = 1, batch_size = 4, lr 
     specs = [json.loads((r.run_dir / "edits" / "edit.json").read_text()) for r in (first, second)]
     assert specs[0]["source"] == "trained" and specs[1]["source"].startswith("cache: ")
     assert first.values("edit", "choice.correct_prob") == second.values("edit", "choice.correct_prob")
+
+
+def test_ipo_localization_recipe_validates():
+    from loctest.runner import prepare
+
+    recipe, _ = prepare(ROOT / "recipes" / "ipo_localization.toml")
+    editors = {name: arm.editor.config for name, arm in recipe.arms.items() if arm.editor}
+    assert set(editors) == {"probe", "random-0", "random-1", "random-2", "all-heads", "full-model", "single-0", "single-1"}
+    assert editors["full-model"].full_model and all(e.dataset == "train" for e in editors.values())
+    train, test = recipe.datasets["train"][1], recipe.datasets["test"][1]
+    assert (train.split, test.split, train.split_fraction, train.split_seed) == ("train", "test", 0.6, test.split_seed)
