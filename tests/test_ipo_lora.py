@@ -246,4 +246,5 @@ def test_ipo_localization_recipe_validates():
     assert set(editors) == {"probe", "random-0", "random-1", "random-2", "all-heads", "full-model", "single-0", "single-1"}
     assert editors["full-model"].full_model and all(e.dataset == "train" for e in editors.values())
     train, test = recipe.datasets["train"][1], recipe.datasets["test"][1]
-    assert (train.split, test.split, train.split_fraction, train.split_seed) == ("train", "test", 0.6, test.split_seed)
+    assert (train.split, test.split) == ("train", "test")
+    assert train.split_fraction == test.split_fraction == 0.6 and train.split_seed == test.split_seed
