@@ -122,7 +122,7 @@ class IpoLora(Editor):
         seed = int(context.rng("ipo-lora", "init").integers(2 ** 31))
         started = time.perf_counter()
         with context.progress.task(f"{context.arm}: IPO training", total=steps(len(pairs), schedule)) as advance:
-            run = (self.train_full_model if self.config.full_model else self.train_heads)
+            run = self.train_full_model if self.config.full_model else self.train_heads
             edit, history, extra = run(context, components, pairs, reference, schedule, seed, advance)
         spec = {"model": model, "components": components.names(), "config": settings, "seed": context.seed,
                 "training_data": data, "lr": schedule.lr, "steps": len(history), "loss_history": history,
