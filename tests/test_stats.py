@@ -79,3 +79,52 @@ def test_summary():
     assert summary([1.0, 2.0, 4.0]) == {"mean": pytest.approx(7 / 3), "std": pytest.approx(np.std([1, 2, 4], ddof=1)),
                                         "n": 3}
     assert summary([0.25]) == {"mean": 0.25, "std": 0.0, "n": 1}
+
+
+def test_rank_test_counts_draws_at_least_as_extreme():
+    from loctest.stats import rank_test
+
+    draws = [0.50, 0.52, 0.55, 0.60]
+    assert rank_test(0.70, draws, "greater")["p"] == 1 / 5  # above every draw: the smallest p 4 draws allow
+    assert rank_test(0.53, draws, "greater")["p"] == 3 / 5  # 0.55 and 0.60 are at least as large
+    assert rank_test(0.40, draws, "less")["p"] == 1 / 5
+    assert rank_test(0.40, draws, "two-sided")["p"] == 2 / 5
+
+
+def test_comparison_with_treatment_draws_uses_arms_as_units(tmp_path):
+    """A comparison listing control draws ranks the baseline's mean among the draws' means."""
+    import loctest
+
+    recipe = tmp_path / "draws.toml"
+    recipe.write_text("""
+[run]
+out = "runs"
+cache = "cache"
+[model]
+name = "tiny-llama"
+[datasets.tqa]
+plugin = "truthfulqa-binary"
+limit = 4
+[scorers.acc]
+plugin = "binary-choice"
+dataset = "tqa"
+repetitions = 2
+[arms.base]
+""" + "".join(f"""
+[arms.r{d}]
+locator = {{ plugin = "random", kind = "mlp", count = 20, draw = {d} }}
+editor = {{ plugin = "zero-ablation" }}
+""" for d in range(3)) + """
+[[comparisons]]
+baseline = "base"
+treatment = "r0"
+treatment_draws = ["r1", "r2"]
+metric = "acc.correct_prob"
+""")
+    results = loctest.run(recipe, out=tmp_path / "runs", progress=False)
+    comp = results.comparisons[0]
+    means = [float(np.mean(results.values(a, "acc.correct_prob"))) for a in ("r0", "r1", "r2")]
+    base = float(np.mean(results.values("base", "acc.correct_prob")))
+    assert comp["unit"] == "arm" and comp["treatment_arms"] == ["r0", "r1", "r2"]
+    assert comp["draw_means"] == pytest.approx(means)
+    assert comp["p"] == pytest.approx((1 + sum(m >= base for m in means)) / 4)

@@ -107,7 +107,10 @@ class Verdict:
 
 
 class Judge(Plugin):
-    """Judges generated answers for truthfulness and informativeness. Implement :meth:`judge`."""
+    """Judges generated answers for truthfulness and informativeness. Implement :meth:`judge`.
 
-    def judge(self, questions: list[str], answers: list[str]) -> list[Verdict]:
+    ``references``, when given, holds each question's dataset :class:`Example` (its reference correct and
+    incorrect answers); a judge may use or ignore it."""
+
+    def judge(self, questions: list[str], answers: list[str], references: list[Example] | None = None) -> list[Verdict]:
         raise NotImplementedError

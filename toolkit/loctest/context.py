@@ -5,6 +5,7 @@ import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -12,6 +13,9 @@ from .backend import Backend
 from .base import Example
 from .components import ComponentSet, ModelShape
 from .progress import Progress
+
+if TYPE_CHECKING:
+    from .plugin_manager import PluginHost
 
 
 @dataclass
@@ -23,7 +27,8 @@ class RunContext:
     - ``components``: components located so far, by arm name;
     - ``rng(*keys)``: a NumPy generator seeded from the run seed and ``keys`` (same keys, same stream);
     - ``cache_dir``: a folder for resumable on-disk caches; ``run_dir``: this run's output folder;
-    - ``progress``: rich progress bars.
+    - ``progress``: rich progress bars;
+    - ``plugins``: the run's plugin host, for plugins that build other plugins by name (``plugins.registry("judge")``).
     """
 
     backend: Backend
@@ -34,6 +39,7 @@ class RunContext:
     datasets: dict[str, Callable[[], list[Example]]] = field(default_factory=dict)
     components: dict[str, ComponentSet] = field(default_factory=dict)
     arm: str = ""
+    plugins: PluginHost | None = None
     _loaded: dict[str, list[Example]] = field(default_factory=dict)
 
     @property

@@ -47,6 +47,11 @@ class Comparison(PluginConfig):
     treatment: str = Field(..., description="Arm compared with the baseline.")
     metric: str = Field(..., description="'SCORER.METRIC', e.g. 'truthfulqa.accuracy'.")
     alternative: Alternative = Field("greater", description="Welch alternative: baseline 'greater', 'less' or 'two-sided'.")
+    treatment_draws: list[str] = Field(default_factory=list, description=(
+        "Further arms that are independent draws of the same control as the treatment (e.g. random locators "
+        "with different `draw`). With them the unit of the test is the arm, not the repetition: the baseline's "
+        "mean is ranked among the draws' means (exact rank p-value). Repetitions only resample answer order, "
+        "so a per-repetition test against ONE random draw ignores which set was drawn (see docs/recipes.md)."))
 
 
 @dataclass
@@ -299,8 +304,9 @@ def validate(raw: dict, path: Path, host: PluginHost) -> Recipe:
         comp = problems.model(f"comparisons[{i}]", Comparison, data)
         if comp is None:
             continue
-        for key in ("baseline", "treatment"):
-            arm = getattr(comp, key)
+        named = [("baseline", comp.baseline), ("treatment", comp.treatment),
+                 *((f"treatment_draws[{j}]", arm) for j, arm in enumerate(comp.treatment_draws))]
+        for key, arm in named:
             if arm not in arm_tables:
                 problems.add(f"comparisons[{i}].{key}", f"no arm {arm!r}; {did_you_mean(arm, arm_tables)}")
         scorer, _, metric = comp.metric.partition(".")

@@ -22,7 +22,7 @@ from .models import EMBEDDED_MODEL, load_model
 from .plugin_manager import create_host
 from .progress import Progress
 from .recipe import DatasetSelection, Recipe, apply_overrides, read_recipe, validate
-from .stats import summary, welch
+from .stats import rank_test, summary, welch
 
 
 @dataclass
@@ -157,7 +157,7 @@ def run_recipe(recipe_path, overrides=None, *, out=None, limit=None, device=None
     bars = Progress(console, enabled=progress)
     context = RunContext(backend=backend_plugin, seed=recipe.run.seed, run_dir=run_dir,
                          cache_dir=Path(recipe.run.cache), progress=bars,
-                         datasets={name: loader(name) for name in recipe.datasets})
+                         datasets={name: loader(name) for name in recipe.datasets}, plugins=host)
     hook.loctest_after_stage(stage="load", context=context, result=None)
     model_key = [recipe.model, recipe.backend.identity, recipe.run.seed, __version__]
     arm_data: dict[str, dict] = {}
@@ -221,9 +221,15 @@ def run_recipe(recipe_path, overrides=None, *, out=None, limit=None, device=None
         scorer, _, metric = comp.metric.partition(".")
         base, treated = scores[comp.baseline][scorer], scores[comp.treatment][scorer]
         a, b = base.values[metric], treated.values[metric]
+        if comp.treatment_draws:
+            draws = [comp.treatment, *comp.treatment_draws]
+            draw_means = [summary(scores[arm][scorer].values[metric])["mean"] for arm in draws]
+            test = {**rank_test(summary(a)["mean"], draw_means, comp.alternative), "treatment_arms": draws,
+                    "draw_means": draw_means, "unit": "arm"}
+        else:
+            test = {**welch(a, b, comp.alternative), "unit": "repetition"}
         comparisons.append({"baseline": comp.baseline, "treatment": comp.treatment, "metric": comp.metric,
-                            "baseline_mean": summary(a)["mean"], "treatment_mean": summary(b)["mean"],
-                            **welch(a, b, comp.alternative),
+                            "baseline_mean": summary(a)["mean"], "treatment_mean": summary(b)["mean"], **test,
                             "extra": recipe.scorers[scorer].build().compare(base, treated)})
     timings["total"] = time.perf_counter() - started
 

@@ -33,3 +33,16 @@ def welch(baseline: list[float], treatment: list[float], alternative: Alternativ
 def summary(values: list[float]) -> dict:
     v = np.asarray(values, float)
     return {"mean": float(v.mean()), "std": float(v.std(ddof=1)) if len(v) > 1 else 0.0, "n": int(len(v))}
+
+
+def rank_test(single: float, draws: list[float], alternative: Alternative = "greater") -> dict:
+    """Exact rank p-value of one arm's mean among independent control draws' means ("greater": the single arm
+    is larger). p = (1 + #draws at least as extreme) / (draws + 1); its smallest value is 1 / (draws + 1)."""
+    d = np.asarray(draws, float)
+    at_least = {"greater": int((d >= single).sum()), "less": int((d <= single).sum())}
+    if alternative == "two-sided":
+        p = min(1.0, 2 * (1 + min(at_least.values())) / (len(d) + 1))
+    else:
+        p = (1 + at_least[alternative]) / (len(d) + 1)
+    return {"test": "rank among draws", "alternative": alternative, "t": None, "p": float(p), "draws": int(len(d)),
+            "min_p": 1 / (len(d) + 1)}
