@@ -96,10 +96,9 @@ def test_comparison_with_treatment_draws_uses_arms_as_units(tmp_path):
     import loctest
 
     recipe = tmp_path / "draws.toml"
-    recipe.write_text("""
+    recipe.write_text(f"""
 [run]
-out = "runs"
-cache = "cache"
+cache = "{tmp_path / 'cache'}"
 [model]
 name = "tiny-llama"
 [datasets.tqa]
