@@ -28,10 +28,12 @@ import platform
 import statistics
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -105,6 +107,20 @@ class CaptumBaseline:
         return attr[0, -1].detach().float()
 
 
+@contextmanager
+def timed(record: dict):
+    """Adds the block's wall-clock and process CPU seconds to ``record`` (with one torch thread, CPU time is
+    the compute the block got, whatever else shares the machine)."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    yield record
+    record["wall_s"] = time.perf_counter() - wall
+    record["cpu_s"] = time.process_time() - cpu
+
+
+def mean_of(records: list[dict]) -> dict:
+    return {k: statistics.mean(r[k] for r in records) for k in ("wall_s", "cpu_s")}
+
+
 def embedded(args) -> dict:
     backends = {name: make_backend(name, EMBEDDED_MODEL) for name in args.backends}
     first = next(iter(backends.values()))
@@ -112,25 +128,24 @@ def embedded(args) -> dict:
     prompts = workload(first, args.prompts)
     lengths = [first.encode([p]).input_ids.shape[1] for p, _ in prompts]
     out = {"prompts": len(prompts), "prompt_tokens": lengths, "sites": len(sites), "steps": STEPS, "targets": 2,
-           "batch_tokens": args.batch_tokens, "engine": {}}
+           "batch_tokens": args.batch_tokens, "engine": {}, "captum": {}}
 
     engine_attr = {}
     for name, backend in backends.items():
         integrated_gradients(backend, prompts[0][0], label_objective(prompts[0][1]), sites[:1], 2)  # warm-up
-        times = []
+        runs = []
         for i, (prompt, groups) in enumerate(prompts):
-            t = time.perf_counter()
-            attribution, info = integrated_gradients(backend, prompt, label_objective(groups), sites, STEPS, "last", args.batch_tokens)
-            times.append(time.perf_counter() - t)
+            with timed({"prompt": i}) as run:
+                attribution, info = integrated_gradients(backend, prompt, label_objective(groups), sites, STEPS, "last", args.batch_tokens)
+            runs.append(run | {"layout": info.layout})
             engine_attr.setdefault(i, attribution)
-            console.print(f"engine [{name}] prompt {i} ({lengths[i]} tokens, {info.layout}): {times[-1]:.1f} s")
-        out["engine"][name] = {"seconds_per_example": times, "mean_s": statistics.mean(times),
-                               "examples_per_s": len(times) / sum(times)}
+            console.print(f"engine {escape(f'[{name}]')} prompt {i} ({lengths[i]} tokens, {info.layout}): "
+                          f"{run['wall_s']:.1f} s wall, {run['cpu_s']:.1f} s CPU")
+        out["engine"][name] = {"runs": runs, "per_example": mean_of(runs)}
     out["completeness_max_abs_delta"] = max(float(v.abs().max()) for a in engine_attr.values() for v in a.completeness_delta().values())
 
     model = load_model(ModelConfig(name=EMBEDDED_MODEL, device="cpu")).instantiate()
     captum_sites = [(kind, l) for l in args.captum_layers for kind in ("mlp", "attn")]
-    out["captum"] = {}
     for variant, last_only in (("full_logits", False), ("last_logits_only", True)):
         captum = CaptumBaseline(model, last_only)
         calls, errors = [], []
@@ -138,25 +153,27 @@ def embedded(args) -> dict:
             ids = first.encode([prompt]).input_ids
             for site in captum_sites:
                 for t in range(2):
-                    start = time.perf_counter()
-                    attr = captum.attribute(ids, site, groups[t])
-                    calls.append({"prompt": i, "site": f"{site[0]}:{site[1]}", "target": t, "seconds": time.perf_counter() - start})
+                    with timed({"prompt": i, "site": f"{site[0]}:{site[1]}", "target": t}) as call:
+                        attr = captum.attribute(ids, site, groups[t])
+                    calls.append(call)
                     errors.append(relative_error(engine_attr[i].attributions[site][t], attr))
-                console.print(f"captum [{variant}] prompt {i} {site[0]}:{site[1]}: {calls[-1]['seconds'] + calls[-2]['seconds']:.1f} s for 2 targets")
-        per_call = statistics.mean(c["seconds"] for c in calls)
-        out["captum"][variant] = {"layers": args.captum_layers, "calls": calls, "mean_s_per_layer_target": per_call,
-                                  "extrapolated_s_per_example": per_call * len(sites) * 2,
+                console.print(f"captum {escape(f'[{variant}]')} prompt {i} {site[0]}:{site[1]}: "
+                              f"{calls[-1]['wall_s'] + calls[-2]['wall_s']:.1f} s wall for 2 targets")
+        per_call = mean_of(calls)
+        out["captum"][variant] = {"layers": args.captum_layers, "calls": calls, "per_layer_and_target": per_call,
+                                  "per_example_extrapolated": {k: v * len(sites) * 2 for k, v in per_call.items()},
                                   "max_relative_error_vs_engine": max(errors)}
 
     reference_sites = [(kind, l) for l in args.reference_layers for kind in ("mlp", "attn")]
     prompt, groups = prompts[0]
-    start = time.perf_counter()
-    reference = reference_integrated_gradients(first, prompt, label_objective(groups), reference_sites, STEPS)
-    out["reference"] = {"layers": args.reference_layers, "seconds": time.perf_counter() - start,
-                        "max_relative_error_vs_engine": max(relative_error(engine_attr[0].attributions[s][t], reference.attributions[s][t])
-                                                            for s in reference_sites for t in range(2))}
+    with timed({"layers": args.reference_layers}) as record:
+        reference = reference_integrated_gradients(first, prompt, label_objective(groups), reference_sites, STEPS)
+    record["max_relative_error_vs_engine"] = max(relative_error(engine_attr[0].attributions[s][t], reference.attributions[s][t])
+                                                 for s in reference_sites for t in range(2))
+    out["reference"] = record
     for e in out["engine"].values():
-        e["speedup_vs_captum"] = {v: c["extrapolated_s_per_example"] / e["mean_s"] for v, c in out["captum"].items()}
+        e["speedup_vs_captum"] = {variant: {k: c["per_example_extrapolated"][k] / e["per_example"][k] for k in ("wall_s", "cpu_s")}
+                                  for variant, c in out["captum"].items()}
     return out
 
 
@@ -170,42 +187,45 @@ def scaling(args) -> list[dict]:
         sites = [(kind, l) for kind in ("mlp", "attn") for l in range(layers)]
         sampled = [("mlp", 0), ("attn", layers - 1)]
         objective = label_objective(groups)
-        start = time.perf_counter()
-        attribution, _ = integrated_gradients(backend, prompt, objective, sites, STEPS, "last", args.batch_tokens)
-        engine_s = time.perf_counter() - start
-        start = time.perf_counter()
-        reference = reference_integrated_gradients(backend, prompt, objective, sampled, STEPS)
-        reference_s = (time.perf_counter() - start) / len(sampled) * len(sites)
+        with timed({}) as engine:
+            attribution, _ = integrated_gradients(backend, prompt, objective, sites, STEPS, "last", args.batch_tokens)
+        with timed({}) as ref:
+            reference = reference_integrated_gradients(backend, prompt, objective, sampled, STEPS)
+        reference_s = ref["cpu_s"] / len(sampled) * len(sites)
         error = max(relative_error(attribution.attributions[s][t], reference.attributions[s][t]) for s in sampled for t in range(2))
         rows.append({"layers": layers, "sites": len(sites), "prompt_tokens": backend.encode([prompt]).input_ids.shape[1],
-                     "engine_s": engine_s, "reference_s_extrapolated": reference_s, "speedup": reference_s / engine_s,
+                     "engine_cpu_s": engine["cpu_s"], "engine_wall_s": engine["wall_s"],
+                     "reference_cpu_s_extrapolated": reference_s, "speedup": reference_s / engine["cpu_s"],
                      "max_relative_error": error})
-        console.print(f"tiny-llama {layers} layers: engine {engine_s:.2f} s, reference {reference_s:.1f} s (extrapolated)")
+        console.print(f"tiny-llama {layers} layers: engine {engine['cpu_s']:.2f} s, reference {reference_s:.1f} s (extrapolated), CPU")
     return rows
 
 
 def show(results: dict) -> None:
     if "embedded" in results:
         e = results["embedded"]
-        table = Table(title=f"IG, {EMBEDDED_MODEL}: {e['sites']} sites x {e['steps']} steps x 2 targets, {e['prompts']} prompts")
-        for col in ("method", "s / example", "examples / s", "speedup (vs full / last logits)", "max rel. error"):
+        table = Table(title=f"IG, {EMBEDDED_MODEL}: {e['sites']} sites x {e['steps']} steps x 2 targets, {e['prompts']} prompts "
+                            f"(CPU seconds, wall in brackets)")
+        for col in ("method", "s / example", "examples / s", "speedup", "max rel. error"):
             table.add_column(col, justify="right")
         for variant, c in e["captum"].items():
-            table.add_row(f"Captum LayerIG per layer, {variant.replace('_', ' ')} (extrapolated from layers {c['layers']})",
-                          f"{c['extrapolated_s_per_example']:.0f}", f"{1 / c['extrapolated_s_per_example']:.2e}", "1x",
-                          f"{c['max_relative_error_vs_engine']:.1e} (vs engine)")
+            per = c["per_example_extrapolated"]
+            table.add_row(f"Captum LayerIG per layer, {variant.replace('_', ' ')} (from layers {c['layers']})",
+                          f"{per['cpu_s']:.0f} ({per['wall_s']:.0f})", f"{1 / per['cpu_s']:.1e}", "1x",
+                          f"{c['max_relative_error_vs_engine']:.1e} vs engine")
         for name, r in e["engine"].items():
-            ratios = " / ".join(f"{v:.0f}x" for v in r["speedup_vs_captum"].values())
-            table.add_row(f"loctest engine [{name}]", f"{r['mean_s']:.1f}", f"{r['examples_per_s']:.3f}", ratios,
-                          f"{e['reference']['max_relative_error_vs_engine']:.1e} (vs reference)")
+            per = r["per_example"]
+            ratios = ", ".join(f"{v['cpu_s']:.0f}x ({v['wall_s']:.0f}x) vs {k.replace('_', ' ')}" for k, v in r["speedup_vs_captum"].items())
+            table.add_row(escape(f"loctest engine [{name}]"), f"{per['cpu_s']:.1f} ({per['wall_s']:.1f})", f"{1 / per['cpu_s']:.3f}",
+                          ratios, f"{e['reference']['max_relative_error_vs_engine']:.1e} vs reference")
         console.print(table)
     if "scaling" in results:
-        table = Table(title="Cost vs layer count, tiny-llama (random weights), all MLP + attention sites, m = 20, 2 targets")
+        table = Table(title="Cost vs layer count, tiny-llama (random weights), all MLP + attention sites, m = 20, 2 targets (CPU s)")
         for col in ("layers", "sites", "tokens", "engine s", "reference s (extrap.)", "speedup", "max rel. error"):
             table.add_column(col, justify="right")
         for r in results["scaling"]:
-            table.add_row(str(r["layers"]), str(r["sites"]), str(r["prompt_tokens"]), f"{r['engine_s']:.2f}",
-                          f"{r['reference_s_extrapolated']:.1f}", f"{r['speedup']:.0f}x", f"{r['max_relative_error']:.1e}")
+            table.add_row(str(r["layers"]), str(r["sites"]), str(r["prompt_tokens"]), f"{r['engine_cpu_s']:.2f}",
+                          f"{r['reference_cpu_s_extrapolated']:.1f}", f"{r['speedup']:.0f}x", f"{r['max_relative_error']:.1e}")
         console.print(table)
 
 
@@ -213,11 +233,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--prompts", type=int, default=3, help="TruthfulQA prompts for the embedded-model comparison")
     parser.add_argument("--backends", nargs="+", default=["transformer-lens", "nnsight"])
-    parser.add_argument("--batch-tokens", type=int, default=256)
+    parser.add_argument("--batch-tokens", type=int, default=128)
     parser.add_argument("--captum-layers", type=int, nargs="+", default=[0, 15, 29])
     parser.add_argument("--reference-layers", type=int, nargs="+", default=[15])
     parser.add_argument("--tiny-layers", type=int, nargs="+", default=[4, 8, 16, 32])
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (1: CPU time measures the compute each method got)")
     parser.add_argument("--skip-embedded", action="store_true")
     parser.add_argument("--skip-scaling", action="store_true")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "ig.json")

@@ -48,7 +48,7 @@ class IGTruthNeuronsConfig(PluginConfig):
     kinds: list[Literal["mlp", "attn"]] = Field(["mlp", "attn"], min_length=1, description="Layer types: 'mlp' (MLP neurons) and/or 'attn' (attention neurons).")
     layers: list[int] | None = Field(None, description="Layers to attribute (default: every layer).")
     split_seed: int = Field(0, description="Seed of the selection/testing split (combined with the run seed).")
-    batch_tokens: int = Field(256, ge=1, description=(
+    batch_tokens: int = Field(128, ge=1, description=(
         "Tokens per forward/backward pass of the IG engine (under 'last' one token per layer and step, under "
         "'prompt' a whole prompt); halves itself on CUDA out-of-memory."))
     save_attributions: bool = Field(False, description="Copy every kept question's attributions (safetensors) into the run directory.")

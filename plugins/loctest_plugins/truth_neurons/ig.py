@@ -42,11 +42,15 @@ CHECK_TOLERANCE = 1e-5  # |f(unedited copy) - f(prompt)| allowed in float32, rel
 def label_objective(token_groups: Sequence[Sequence[int]]) -> Objective:
     """f with one column per token group: the summed next-token probabilities of the group's tokens (e.g.
     [[A, a], [B, b]] gives the paper's f(T|t) and f(T|f) when A is the correct label)."""
-    groups = [list(g) for g in token_groups]
+    tokens = torch.tensor([t for g in token_groups for t in g])
+    group = torch.tensor([i for i, g in enumerate(token_groups) for _ in g])
 
     def objective(logits: torch.Tensor) -> torch.Tensor:
-        probs = logits.float().softmax(-1)
-        return torch.stack([probs[:, g].sum(-1) for g in groups], dim=-1)
+        logits = logits.float()
+        # log-probabilities of the few tokens only: a gather and one log-sum-exp over the vocabulary
+        chosen = logits[:, tokens.to(logits.device)] - logits.logsumexp(-1, keepdim=True)
+        out = torch.zeros(logits.shape[0], len(token_groups), device=logits.device)
+        return out.index_add(1, group.to(logits.device), chosen.exp())
     return objective
 
 
@@ -109,6 +113,10 @@ class Rows:
         """A site's gradient [..., B, P, width] as [..., R, P', width] (P' = positions of one copy)."""
         raise NotImplementedError
 
+    def unedited(self, backend, objective: Objective, sites: Sequence[Site]) -> tuple[torch.Tensor, dict[Site, torch.Tensor]]:
+        """f of the unedited prompt [T] and each site's activation [P', width] at the scaled positions."""
+        raise NotImplementedError
+
     def scaling(self, sites: Sequence[Site], row_site: torch.Tensor, alpha: torch.Tensor) -> list[Intervention]:
         """Per site in ``row_site``: multiply it by ``alpha`` in the copies that belong to it, else by 1."""
         out = []
@@ -124,13 +132,24 @@ class TokenCopies(Rows):
 
     def __init__(self, backend, prompt: Batch):
         ids = prompt.input_ids
+        self.dtype = backend.loaded.dtype  # of the additive attention mask
         self.cache = backend.prefill(ids[:, :-1], prompt.attention_mask[:, :-1])
+        self.prompt = prompt
         self.last = ids[:, -1:]
         self.position = prompt.position_ids[:, -1:]
         self.prefix = ids.shape[1] - 1
 
+    @torch.no_grad()
+    def unedited(self, backend, objective, sites):
+        """The last token alone over the cache (ordinary incremental decoding, exact)."""
+        p = self.prompt
+        batch = Batch(self.last, p.attention_mask, self.position, p.prompt_mask[:, -1:], p.continuation_mask[:, -1:],
+                      copy.deepcopy(self.cache))
+        out = backend.run(batch, capture=sites)
+        return objective(out.logits[:, -1]).float()[0].cpu(), {s: out.activations[s][0].float() for s in sites}
+
     def batch(self, rows: int) -> Batch:
-        mask = torch.full((1, 1, rows, self.prefix + rows), torch.finfo(torch.float32).min, device=self.last.device)
+        mask = torch.full((1, 1, rows, self.prefix + rows), torch.finfo(self.dtype).min, dtype=self.dtype, device=self.last.device)
         mask[..., : self.prefix] = 0  # every copy sees the prompt ...
         mask[0, 0, torch.arange(rows), self.prefix + torch.arange(rows)] = 0  # ... and itself, no other copy
         ones = torch.ones(1, rows, dtype=torch.bool, device=self.last.device)
@@ -178,6 +197,13 @@ class PromptCopies(Rows):
     def per_row(self, grad):
         return grad
 
+    @torch.no_grad()
+    def unedited(self, backend, objective, sites):
+        out = backend.run(self.prompt, capture=sites)
+        scaled = self.prompt.position_mask(self.policy)[0, :, None]
+        value = objective(self.next_logits(out.logits, self.prompt)).float()[0].cpu()
+        return value, {s: (out.activations[s][0] * scaled).float() for s in sites}  # zero where not scaled
+
 
 def run_in_chunks(items: list, size: int, work: Callable[[list], None]) -> int:
     """``work`` on consecutive chunks of at most ``size`` items, halving the size on CUDA out-of-memory;
@@ -203,30 +229,26 @@ class EngineInfo:
 
 
 def integrated_gradients(backend, prompt: str, objective: Objective, sites: Sequence[Site], steps: int = 20,
-                         positions: str = "last", batch_tokens: int = 256) -> tuple[Attribution, EngineInfo]:
+                         positions: str = "last", batch_tokens: int = 128) -> tuple[Attribution, EngineInfo]:
     """IG of every site for one prompt (see the module docstring)."""
     check_arguments(sites, backend.shape, steps, positions)
     sites = list(sites)
     full = backend.encode([prompt])
-    with torch.no_grad():
-        out = backend.run(full, capture=sites)
-    value = objective(PromptCopies(full, positions).next_logits(out.logits, full))[0].float()
-    scaled = full.position_mask(positions)[0, :, None]
-    x = {s: (out.activations[s][0] * scaled).float() for s in sites}  # [P, width], zero where not scaled
     if positions == "last" and full.input_ids.shape[1] > 1:
         copies = TokenCopies(backend, full)
+        value, x = copies.unedited(backend, objective, sites)
         problem = copies.mismatch(backend, objective, value)
         if problem is None:
             return _attribute(backend, copies, objective, sites, steps, x, value, batch_tokens)
         warnings.warn(f"integrated gradients: {problem}; using whole-prompt rows (exact, slower)")
-    return _attribute(backend, PromptCopies(full, positions), objective, sites, steps, x, value, batch_tokens)
+    rows = PromptCopies(full, positions)
+    value, x = rows.unedited(backend, objective, sites)
+    return _attribute(backend, rows, objective, sites, steps, x, value, batch_tokens)
 
 
 def _attribute(backend, rows: Rows, objective: Objective, sites: list[Site], steps: int, x: dict, value: torch.Tensor,
                batch_tokens: int) -> tuple[Attribution, EngineInfo]:
-    if isinstance(rows, TokenCopies):
-        x = {s: v[-1:] for s, v in x.items()}  # a copy holds the last position only
-
+    """The Riemann sum over copies laid out by ``rows``; ``x`` and ``value`` from ``rows.unedited``."""
     def scored(logits, batch):
         return objective(rows.next_logits(logits, batch))
 
