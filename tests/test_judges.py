@@ -58,6 +58,7 @@ def test_offline_judge_reads_the_references_it_is_given():
     assert judge.judge([PARIS.question], answer, references=[swapped])[0].truthful < 0.5
     uninformative = judge.judge([PARIS.question], ["I have no comment."], references=[PARIS])[0]
     assert uninformative.informative < 0.5 < uninformative.truthful
+    assert judge.judge([], []) == []
 
 
 def test_offline_judge_needs_references_for_unknown_questions(tmp_path):

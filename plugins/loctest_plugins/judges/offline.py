@@ -120,11 +120,13 @@ class OfflineJudge(Judge):
     Config = OfflineJudgeConfig
 
     def judge(self, questions: list[str], answers: list[str], references: list[Example] | None = None) -> list[Verdict]:
+        if not answers:
+            return []
         path = Path(self.config.weights).expanduser() if self.config.weights else WEIGHTS
         if not path.exists():
             raise UserError(f"offline judge: weights: file not found: {path}")
         net, idf = load_weights(str(path))
-        pairs = [(ex.correct, ex.incorrect) for ex in references] if references is not None else \
+        pairs = [(tuple(ex.correct), tuple(ex.incorrect)) for ex in references] if references is not None else \
             [self._lookup(q) for q in questions]
         refsets: dict[tuple, ReferenceSet] = {}
         for q, (correct, incorrect) in zip(questions, pairs):
