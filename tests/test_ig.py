@@ -136,6 +136,17 @@ def test_several_objective_columns_from_one_forward_pass():
             torch.testing.assert_close(grads[s][t], single[s])
 
 
+def test_label_objective_and_its_written_out_gradient():
+    torch.manual_seed(0)
+    logits = torch.randn(5, 50, dtype=torch.float64, requires_grad=True)
+    groups = [[3, 7], [9, 7, 11]]  # a token may sit in several groups
+    objective = label_objective(groups)
+    probs = logits.softmax(-1)
+    plain = torch.stack([probs[:, g].sum(-1) for g in groups], dim=-1)
+    torch.testing.assert_close(objective(logits), plain)
+    assert torch.autograd.gradcheck(objective, (logits,))
+
+
 def test_bad_arguments():
     backend = cached_backend("transformer-lens")
     prompt, objective = binary_prompt(backend)

@@ -137,7 +137,7 @@ class IGTruthNeurons(Locator):
                 if found is None:
                     found, info = integrated_gradients(backend, questions.prompts[i], label_objective(groups), sites,
                                                        cfg.steps, cfg.positions, batch_tokens)
-                    batch_tokens = info.batch_tokens
+                    batch_tokens = min(batch_tokens, info.batch_tokens)  # keep an out-of-memory backoff
                     engine[info.layout] = engine.get(info.layout, 0) + 1
                     cache.put(key, found, {"example": str(questions.examples[i].id), "model": backend.loaded.name})
                 out.append(found)

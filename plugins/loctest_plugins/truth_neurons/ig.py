@@ -39,6 +39,26 @@ UNEDITED = -1  # the row_site of a copy that scales nothing
 CHECK_TOLERANCE = 1e-5  # |f(unedited copy) - f(prompt)| allowed in float32, relative to max(1, |f|)
 
 
+class _GroupProbabilities(torch.autograd.Function):
+    """f[r, g] = sum of softmax(logits[r])[t] over the tokens t of group g, with the gradient written out:
+    d f_g / d logits = p * (1[t in g] - f_g), so a backward pass per group costs one pass over the vocabulary."""
+
+    @staticmethod
+    def forward(ctx, logits, tokens, group, n_groups):
+        probs = logits.to(torch.promote_types(logits.dtype, torch.float32)).softmax(-1)
+        out = probs.new_zeros(probs.shape[0], n_groups).index_add_(1, group, probs[:, tokens])
+        ctx.save_for_backward(probs, out, tokens, group)
+        ctx.dtype = logits.dtype
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        probs, out, tokens, group = ctx.saved_tensors
+        grad_logits = probs * -(grad * out).sum(-1, keepdim=True)
+        grad_logits.index_add_(1, tokens, probs[:, tokens] * grad[:, group])
+        return grad_logits.to(ctx.dtype), None, None, None
+
+
 def label_objective(token_groups: Sequence[Sequence[int]]) -> Objective:
     """f with one column per token group: the summed next-token probabilities of the group's tokens (e.g.
     [[A, a], [B, b]] gives the paper's f(T|t) and f(T|f) when A is the correct label)."""
@@ -46,11 +66,7 @@ def label_objective(token_groups: Sequence[Sequence[int]]) -> Objective:
     group = torch.tensor([i for i, g in enumerate(token_groups) for _ in g])
 
     def objective(logits: torch.Tensor) -> torch.Tensor:
-        logits = logits.float()
-        # log-probabilities of the few tokens only: a gather and one log-sum-exp over the vocabulary
-        chosen = logits[:, tokens.to(logits.device)] - logits.logsumexp(-1, keepdim=True)
-        out = torch.zeros(logits.shape[0], len(token_groups), device=logits.device)
-        return out.index_add(1, group.to(logits.device), chosen.exp())
+        return _GroupProbabilities.apply(logits, tokens.to(logits.device), group.to(logits.device), len(token_groups))
     return objective
 
 
@@ -157,7 +173,7 @@ class TokenCopies(Rows):
                      copy.deepcopy(self.cache))  # a forward pass appends to the cache
 
     def next_logits(self, logits, batch):
-        return logits[0]
+        return logits.flatten(0, 1)  # [1, R, vocab] as [R, vocab]: a view, free in the backward pass too
 
     @torch.no_grad()
     def mismatch(self, backend, objective: Objective, value: torch.Tensor) -> str | None:
