@@ -6,7 +6,7 @@ the first ``--questions`` TruthfulQA training questions (60% split), from the em
 (30 layers x 9 heads of 64). Probes train on 80% of the questions and are scored on the other 20%, as in the
 locator. The baseline is ITI's loop: ``LogisticRegression(random_state=0, max_iter=1000)`` per head.
 
-    python benchmarks/bench_probes.py [--questions 490] [--repeats 3] [--saved acts.pt]
+    python benchmarks/bench_probes.py [--questions 490] [--repeats 3] [--saved acts.pt] [--device cuda]
 
 Prints the wall-clock time of both (best of ``--repeats``), the speed-up, and how far the validation
 accuracies and the top-16 heads agree. Other processes share the CPU: the load average is printed with the
@@ -38,6 +38,8 @@ def activations(n_questions: int, saved: Path | None):
     texts, truthful, question = labelled_texts(examples, QA_PROMPT)
     if saved and saved.exists():
         x = torch.load(saved)
+        if x.shape[1] != len(texts):
+            raise SystemExit(f"{saved} holds {x.shape[1]} texts, not the {len(texts)} of {n_questions} questions")
     else:
         backend = create_host().registry("backend").get("transformer-lens")(load_model(ModelConfig(device="cpu")))
         sites = [("attn", layer) for layer in range(backend.shape.n_layers)]
