@@ -89,12 +89,12 @@ class IGTruthNeurons(Locator):
         return [(kind, l) for kind in self.config.kinds for l in sorted(set(layers))]
 
     def locate(self, context) -> ComponentSet:
+        sites = self.sites(context.shape)
         questions = self.questions(context)
         kept = questions.kept
         if len(kept) < 3:
             raise UserError(f"ig-truth-neurons: only {len(kept)} of {len(questions.examples)} questions are answered "
                             f"correctly by the unedited model; the split-half protocol needs at least 3 (use more questions)")
-        sites = self.sites(context.shape)
         attributions, paths, engine = self.attributions(context, questions, sites)
         selection, testing = split_halves(len(kept), context.rng("ig-truth-neurons-split", self.config.split_seed))
         table = self.select(context, sites, attributions, selection, testing)
