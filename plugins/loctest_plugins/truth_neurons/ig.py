@@ -10,15 +10,16 @@ prompt token, a neuron's attribution then summed over positions — while every 
 
 Why :func:`integrated_gradients` is fast and still exact under ``"last"``: attention is causal, so scaling the
 last position leaves every earlier position unchanged in all steps. The prompt minus its last token runs once
-(``Backend.prefill``); every (site, step) pair is then one copy of the last token, many copies (steps, sites
-and layers at once) side by side in *one* sequence after that key/value cache, each seeing the prompt and
-itself only (a 4D attention mask) at the last position's position id, each scaling only its own site. One
-forward pass gives every copy's objective; one backward pass per objective column gives every copy's
-gradient (copies are independent, so the gradient of the sum is each copy's own). Copies are grouped by layer
-so a backward pass stops at the chunk's lowest site, and step m (nothing scaled) is one copy shared by all
-sites. Before that, two unedited copies must reproduce the prompt's own objective: if a model does not honour
-the mask (e.g. sliding-window attention shorter than the prompt) the engine falls back to whole-prompt rows. :func:`reference_integrated_gradients` is the
-straightforward computation (one full forward and backward pass per site, step and column).
+(``Backend.prefill``), the last token once over that cache (f and x, unedited). Every (site, step) pair is
+then one copy of the last token: many copies (steps, sites and layers at once) side by side in *one* sequence
+after the cache, each seeing the prompt and itself only (a 4D attention mask) at the last token's position,
+each scaling only its own site. One forward pass gives every copy's objective; one backward pass per
+objective column gives every copy's gradient (copies are independent, so the gradient of the sum is each
+copy's own). Copies are ordered by layer so a backward pass stops at the chunk's lowest site, and step m
+(nothing scaled) is one copy shared by all sites. Before that, two unedited copies must reproduce the
+unedited f: if a model does not honour the mask (e.g. sliding-window attention shorter than the prompt) the
+engine falls back to whole-prompt rows. :func:`reference_integrated_gradients` is the straightforward
+computation (one full forward and backward pass over the prompt per site, step and column).
 """
 from __future__ import annotations
 
@@ -36,7 +37,7 @@ from loctest.interventions import Intervention, Site
 POSITIONS = ("last", "prompt")
 Objective = Callable[[torch.Tensor], torch.Tensor]  # next-token logits [R, vocab] -> [R, T]
 UNEDITED = -1  # the row_site of a copy that scales nothing
-CHECK_TOLERANCE = 1e-5  # |f(unedited copy) - f(prompt)| allowed in float32, relative to max(1, |f|)
+CHECK_TOLERANCE = 1e-5  # |f(unedited copies) - f(last token over the cache)| allowed in float32, relative to max(1, |f|)
 
 
 class _GroupProbabilities(torch.autograd.Function):
