@@ -311,3 +311,38 @@ def test_backends_agree_on_a_recipe(first):
         np.testing.assert_allclose(ns.scores[arm]["tqa"].details["p_correct"], tl.scores[arm]["tqa"].details["p_correct"],
                                    rtol=0, atol=PARITY_ATOL)
     assert tl.values("rand", "tqa.correct_prob") != tl.values("baseline", "tqa.correct_prob")  # the edit does something
+
+
+WRITING_LOCATOR = '''
+import json
+
+from loctest import ComponentSet, Locator, hookimpl
+
+
+class WritingLocator(Locator):
+    name = "writing"
+    description = "Two fixed heads; writes a table of them into the run directory."
+
+    def locate(self, context):
+        with (context.cache_dir.parent / "calls.log").open("a") as log:
+            log.write(context.arm + "\\n")
+        (context.run_dir / "writing" / context.arm).mkdir(parents=True, exist_ok=True)
+        (context.run_dir / "writing" / context.arm / "table.json").write_text(json.dumps({"heads": [0, 1]}))
+        return ComponentSet(["head:0:0", "head:0:1"])
+
+
+@hookimpl
+def register_locators(register):
+    register(WritingLocator)
+'''
+
+
+def test_a_cached_locator_brings_back_the_files_it_wrote(tmp_path, clean_dropins):
+    write_plugin(tmp_path / "plugins", "writing", WRITING_LOCATOR)
+    recipe = RECIPE.split("[arms.baseline]")[0] + '[arms.found]\nlocator = "writing"\neditor = "zero-ablation"\n'
+    path = write_recipe(tmp_path, recipe)
+    first = loctest.run(path, plugins_dirs=[tmp_path / "plugins"], progress=False)
+    again = loctest.run(path, plugins_dirs=[tmp_path / "plugins"], progress=False)
+    assert (tmp_path / "calls.log").read_text().split() == ["found"]  # the second run read the cache
+    written = [run.run_dir / "writing" / "found" / "table.json" for run in (first, again)]
+    assert written[1].read_text() == written[0].read_text() == '{"heads": [0, 1]}'

@@ -5,6 +5,7 @@ import hashlib
 import inspect
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -42,3 +43,27 @@ class JsonCache:
         tmp = path.with_suffix(f".tmp{os.getpid()}")
         tmp.write_text(json.dumps(value))
         tmp.replace(path)  # atomic: a killed run never leaves half a file
+
+    def put_files(self, kind: str, key: str, root: Path, paths: list[Path]) -> None:
+        """Keep copies of files under ``root`` (e.g. what a locator wrote into the run directory)."""
+        final = self.folder / kind / key
+        tmp = final.with_name(f"{key}.tmp{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        for path in paths:
+            target = tmp / path.relative_to(root)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(path, target)
+        tmp.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(final, ignore_errors=True)
+        tmp.replace(final)
+
+    def restore_files(self, kind: str, key: str, root: Path) -> None:
+        """Copy files kept by :meth:`put_files` back under ``root``."""
+        folder = self.folder / kind / key
+        if folder.is_dir():
+            shutil.copytree(folder, root, dirs_exist_ok=True)
+
+
+def file_stamps(root: Path) -> dict[Path, tuple[int, int]]:
+    """Every file under ``root`` with its modification time and size, to find what a step wrote."""
+    return {p: (p.stat().st_mtime_ns, p.stat().st_size) for p in Path(root).rglob("*") if p.is_file()}

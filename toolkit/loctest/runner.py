@@ -14,7 +14,7 @@ from rich.console import Console
 
 from . import __version__
 from .base import Example, Scores
-from .cache import JsonCache, cache_key
+from .cache import JsonCache, cache_key, file_stamps
 from .components import ComponentSet
 from .context import RunContext
 from .errors import RecipeError, UserError
@@ -179,9 +179,15 @@ def run_recipe(recipe_path, overrides=None, *, out=None, limit=None, device=None
                 hook.loctest_before_stage(stage=f"locate:{arm_name}", context=context)
                 cached = cache.get("components", key)
                 with located(recipe, f"arms.{arm_name}.locator", arm.locator.plugin):
-                    components = context.shape.checked(
-                        ComponentSet.from_json(cached) if cached is not None else arm.locator.build().locate(context))
-                cache.put("components", key, components.names())
+                    if cached is not None:  # the locator's files in the run directory come back with its result
+                        cache.restore_files("locator-files", key, run_dir)
+                        components = context.shape.checked(ComponentSet.from_json(cached))
+                    else:
+                        before = file_stamps(run_dir)
+                        components = context.shape.checked(arm.locator.build().locate(context))
+                        written = [p for p, stamp in file_stamps(run_dir).items() if before.get(p) != stamp]
+                        cache.put_files("locator-files", key, run_dir, written)
+                        cache.put("components", key, components.names())
                 hook.loctest_after_stage(stage=f"locate:{arm_name}", context=context, result=components)
             context.components[arm_name] = components
             timings[f"locate:{arm_name}"] = time.perf_counter() - t
