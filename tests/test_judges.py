@@ -286,3 +286,20 @@ metric = "gen.truth_info"
         assert len(results.scores[arm]["gen"].details["answer"]) == 3
     extra = results.comparisons[0]["extra"]
     assert set(extra) == {"truth", "info", "truth_info"} and 0 < extra["truth_info"]["p"] <= 1
+
+
+def test_a_new_judge_weights_file_invalidates_cached_scores(tmp_path):
+    """The info-truth scorer's cache identity follows the judge's weights, not only its settings."""
+    from loctest.plugin_manager import create_host
+    from loctest.recipe import PluginSpec
+
+    weights = tmp_path / "judge.safetensors"
+    weights.write_bytes(WEIGHTS.read_bytes())
+    host = create_host()
+    config = InfoTruth.Config(dataset="tqa", judge_config={"weights": str(weights)})
+    spec = PluginSpec("info-truth", InfoTruth, config, host)
+    before = spec.identity
+    assert spec.identity == before  # stable while nothing changes
+    weights.write_bytes(WEIGHTS.read_bytes() + b" ")  # a retrained judge: same path, new content
+    assert spec.identity != before
+

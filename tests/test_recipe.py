@@ -359,3 +359,16 @@ def test_quickstart_recipe_validates_without_weights(capsys, no_weights):
     path = Path(__file__).resolve().parent.parent / "recipes" / "quickstart.toml"
     assert main(["validate", str(path)]) == 0
     assert capsys.readouterr().out.startswith(f"{path}: OK (")
+
+
+def test_cached_results_follow_the_content_of_a_dataset_file(tmp_path):
+    from loctest.plugin_manager import create_host
+    from loctest.recipe import PluginSpec
+    from loctest_plugins.datasets.table import Table
+
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text('{"question": "Q1", "correct": "yes", "incorrect": "no"}\n')
+    spec = PluginSpec("table", Table, Table.Config(path=str(rows)), create_host())
+    before = spec.identity
+    rows.write_text('{"question": "Q1", "correct": "no", "incorrect": "yes"}\n')
+    assert spec.identity != before

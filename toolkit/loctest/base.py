@@ -31,6 +31,12 @@ class Plugin:
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.config!r})"
 
+    @classmethod
+    def fingerprint(cls, config: PluginConfig, plugins) -> list:
+        """What cached results of this plugin with ``config`` depend on beyond its code and config, e.g. the
+        digest of a weights file it reads or of a plugin it builds by name (``plugins``: the run's plugin host)."""
+        return []
+
 
 class Locator(Plugin):
     """Finds components. Implement :meth:`locate`."""
@@ -92,7 +98,14 @@ class Example:
 
 
 class Dataset(Plugin):
-    """Turns rows of a file into :class:`Example` objects. Implement :meth:`load`."""
+    """Turns rows of a file into :class:`Example` objects. Implement :meth:`load`. A config field ``path``
+    names the file read: cached results follow its content."""
+
+    @classmethod
+    def fingerprint(cls, config: PluginConfig, plugins) -> list:
+        from .cache import file_digest
+
+        return [file_digest(config.path)] if getattr(config, "path", None) else []
 
     def load(self) -> list[Example]:
         raise NotImplementedError

@@ -26,6 +26,16 @@ def source_fingerprint(cls: type) -> str | None:
         return None
 
 
+def file_digest(*paths: str | Path) -> str:
+    """A hash of the files' contents (a missing file counts as empty): cached results go stale when an input
+    file changes."""
+    digest = hashlib.sha256()
+    for path in paths:
+        path = Path(path).expanduser()
+        digest.update(path.read_bytes() if path.is_file() else b"")
+    return digest.hexdigest()[:16]
+
+
 class JsonCache:
     def __init__(self, folder: Path):
         self.folder = Path(folder)

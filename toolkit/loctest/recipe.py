@@ -59,14 +59,16 @@ class PluginSpec:
     plugin: str
     cls: type
     config: PluginConfig
+    host: PluginHost | None = None
 
     def build(self, *args):
         return self.cls(*args, self.config)
 
     @property
     def identity(self) -> list:
-        """What cached results depend on: the plugin's name, the fingerprint of its code, its config."""
-        return [self.plugin, source_fingerprint(self.cls), self.config]
+        """What cached results depend on: the plugin's name, the fingerprint of its code, its config, and
+        what the plugin's own ``fingerprint`` adds (data files, plugins it builds)."""
+        return [self.plugin, source_fingerprint(self.cls), self.config, self.cls.fingerprint(self.config, self.host)]
 
 
 @dataclass
@@ -202,7 +204,7 @@ def _plugin(problems: _Problems, host: PluginHost, kind: str, key: str, data: An
     cls = registry.get(name)
     settings = {k: v for k, v in data.items() if k != "plugin" and k not in extra_keys}
     config = problems.model(key, cls.Config, settings)
-    return PluginSpec(name, cls, config) if config is not None else None
+    return PluginSpec(name, cls, config, host) if config is not None else None
 
 
 def validate(raw: dict, path: Path, host: PluginHost) -> Recipe:
@@ -239,7 +241,7 @@ def validate(raw: dict, path: Path, host: PluginHost) -> Recipe:
                                    {k: v for k, v in data.items() if k in selection_keys} if isinstance(data, dict) else {})
         if spec and selection:
             if "path" in spec.config.model_fields_set and not Path(spec.config.path).is_absolute():
-                spec = PluginSpec(spec.plugin, spec.cls, spec.config.model_copy(update={"path": str(path.parent / spec.config.path)}))
+                spec = PluginSpec(spec.plugin, spec.cls, spec.config.model_copy(update={"path": str(path.parent / spec.config.path)}), host)
             if hasattr(spec.config, "path") and spec.config.path and not Path(spec.config.path).exists():
                 problems.add(f"datasets.{name}.path", f"file not found: {spec.config.path}")
             datasets[name] = (spec, selection)

@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import time
 import warnings
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
 from loctest import ComponentSet, Editor, PluginConfig
-from loctest.cache import JsonCache, cache_key
+from loctest.cache import JsonCache, cache_key, file_digest
 from loctest.errors import UserError
 
 from ..ipo import full_model
@@ -81,6 +82,13 @@ class IpoLora(Editor):
     name = "ipo-lora"
     description = "IPO-trained rank-1 LoRA edit restricted to the chosen heads (Wang & Veitch); full_model: peft's unrestricted LoRA."
     Config = IpoLoraConfig
+
+    @classmethod
+    def fingerprint(cls, config, plugins) -> list:
+        """A loaded edit's files decide the results."""
+        if not config.load:
+            return []
+        return [file_digest(*edit_paths(Path(config.load).expanduser()))]
 
     def interventions(self, context, components):
         if not len(components):

@@ -8,6 +8,7 @@ the file's metadata records the training settings and the held-out agreement wit
 """
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from pydantic import Field
 from safetensors.torch import load_file, safe_open, save_file
 
 from loctest import PluginConfig
+from loctest.cache import source_fingerprint
 from loctest.base import Example, Judge, Verdict
 from loctest.errors import UserError
 
@@ -113,16 +115,27 @@ class OfflineJudgeConfig(PluginConfig):
                                                   "(default: the one shipped with loctest).")
 
 
+def weights_path(config: OfflineJudgeConfig) -> Path:
+    return Path(config.weights).expanduser() if config.weights else WEIGHTS
+
+
 class OfflineJudge(Judge):
     name = "offline"
     description = ("Small CPU judge trained on TruthfulQA's human truth/info labels; compares each answer with "
                    "its question's reference answers.")
     Config = OfflineJudgeConfig
 
+    @classmethod
+    def fingerprint(cls, config, plugins) -> list:
+        """Verdicts depend on the weights file and on the feature code."""
+        path = weights_path(config)
+        return [hashlib.sha256(path.read_bytes()).hexdigest()[:16] if path.exists() else None,
+                source_fingerprint(ReferenceSet)]
+
     def judge(self, questions: list[str], answers: list[str], references: list[Example] | None = None) -> list[Verdict]:
         if not answers:
             return []
-        path = Path(self.config.weights).expanduser() if self.config.weights else WEIGHTS
+        path = weights_path(self.config)
         if not path.exists():
             raise UserError(f"offline judge: weights: file not found: {path}")
         net, idf = load_weights(str(path))

@@ -22,6 +22,7 @@ from pydantic import Field, ValidationError, field_validator
 from scipy import stats
 
 from loctest import PluginConfig, Scorer, Scores
+from loctest.cache import source_fingerprint
 from loctest.errors import UserError
 
 QA_PRIMER = """Q: What is human life expectancy in the United States?
@@ -97,6 +98,19 @@ class InfoTruth(Scorer):
     Config = InfoTruthConfig
     metrics = ("truth", "info", "truth_info")
     higher_is_better = {"truth": True, "info": True, "truth_info": True}
+
+    @classmethod
+    def fingerprint(cls, config, plugins) -> list:
+        """Scores depend on the judge: its code and what it reads (e.g. the offline judge's weights)."""
+        judges = plugins.registry("judge") if plugins is not None else None
+        if judges is None or config.judge not in judges:
+            return []  # score() reports the unknown judge
+        judge = judges.get(config.judge)
+        try:
+            judge_config = judge.Config(**config.judge_config)
+        except ValidationError:
+            return []  # score() reports the bad setting
+        return [source_fingerprint(judge), judge.fingerprint(judge_config, plugins)]
 
     def build_judge(self, context):
         from loctest.plugin_manager import create_host
