@@ -3,6 +3,7 @@ planted mechanism, and resuming a killed run from the attribution cache."""
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -161,6 +162,10 @@ def test_planted_neurons_are_recovered_exactly_and_carry_the_answer(planted, tmp
     assert results["settings"]["steps"] == 20 and results["settings"]["engine"]["computed_by_layout"] == {"token-copies": 20}
     assert results["completeness"]["max_abs_delta"] < 0.01 * results["completeness"]["mean_abs_f_gap"] + 1e-3
     assert all(row["mean_d"] > 0.1 and row["p_bonferroni"] < 1e-6 for row in results["neurons"])
+    finished = SimpleNamespace(run_dir=context.run_dir, data={"arms": {"truth": {"locator": {"plugin": "ig-truth-neurons"}}}})
+    section = ig_truth_neurons.report_section(finished)
+    assert "20 of 20 questions passed the manipulation check" in section and "mlp 3 / 3, attn 2 / 2" in section
+    assert all(f"| `{name}` |" in section for name in PLANTED)
 
     context.components["truth"] = found
     baseline = accuracy(context, ComponentSet())

@@ -33,3 +33,10 @@ register_locators = hookimpl(_registrar("locators", Locator), specname="register
 register_editors = hookimpl(_registrar("editors", Editor), specname="register_editors")
 register_scorers = hookimpl(_registrar("scorers", Scorer), specname="register_scorers")
 register_judges = hookimpl(_registrar("judges", Judge), specname="register_judges")
+
+
+@hookimpl
+def loctest_report_sections(results):
+    from .locators.ig_truth_neurons import report_section
+
+    return report_section(results)

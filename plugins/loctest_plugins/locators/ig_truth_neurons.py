@@ -31,6 +31,7 @@ from ..truth_neurons.selection import candidates, significance, split_halves
 
 QUADRATURE = "right Riemann sum: alpha = k/m, k = 1..m"
 BASELINE = "zero activation at the scaled positions"
+REPORT_ROWS = 30
 TARGETS = "f(T|t) = P(correct label) + P(its lowercase), f(T|f) likewise for the incorrect label, same prompt"
 
 
@@ -195,3 +196,39 @@ class IGTruthNeurons(Locator):
         }
         context.run_dir.mkdir(parents=True, exist_ok=True)
         (context.run_dir / f"truth_neurons-{context.arm}.json").write_text(json.dumps(results, indent=1))
+
+
+def report_section(results) -> str:
+    """The report's view of every ``ig-truth-neurons`` arm: counts, answer balance, completeness, the neurons."""
+    parts = []
+    for arm, data in results.data["arms"].items():
+        path = results.run_dir / f"truth_neurons-{arm}.json"
+        if (data.get("locator") or {}).get("plugin") != IGTruthNeurons.name or not path.exists():
+            continue
+        found = json.loads(path.read_text())
+        counts, completeness = found["counts"], found["completeness"]
+        kept = [q for q in found["questions"] if q["half"]]
+        on_a = sum(q["correct_label"] == "A" for q in kept)
+        kinds = found["settings"]["kinds"]
+        lines = [
+            f"## Truth neurons: {arm}", "",
+            f"- {counts['answered_correctly']} of {counts['questions']} questions passed the manipulation check "
+            f"({on_a} with the correct answer at A, {len(kept) - on_a} at B); {counts['selection']} selected "
+            f"candidates, {counts['testing']} tested them.",
+            "- candidates / truth neurons: " + ", ".join(
+                f"{kind} {counts[f'candidates_{kind}']} / {counts[f'truth_neurons_{kind}']}" for kind in kinds)
+            + f" (t = {found['settings']['adaptive_threshold']}%, p = {found['settings']['share_threshold']}%, "
+              f"Bonferroni alpha {found['settings']['alpha']}).",
+            f"- completeness (m = {found['settings']['steps']}): mean |sum Attr - (f(x) - f(zeroed))| "
+            f"{completeness['mean_abs_delta']:.2g}, largest {completeness['max_abs_delta']:.2g}, against a mean "
+            f"|f(x) - f(zeroed)| of {completeness['mean_abs_f_gap']:.2g}.",
+        ]
+        chosen = sorted((r for r in found["neurons"] if r["truth_neuron"]), key=lambda r: r["p_bonferroni"])
+        if chosen:
+            lines += ["", "| neuron | mean D | t | p (Bonferroni) | share in selection half |", "|---|---|---|---|---|"]
+            lines += [f"| `{r['name']}` | {r['mean_d']:.3g} | {r['t'] if r['t'] is None else round(r['t'], 2)} | "
+                      f"{r['p_bonferroni']:.2g} | {r['share']:.0%} |" for r in chosen[:REPORT_ROWS]]
+            if len(chosen) > REPORT_ROWS:
+                lines.append(f"\n{len(chosen) - REPORT_ROWS} more in `truth_neurons-{arm}.json`.")
+        parts.append("\n".join(lines))
+    return "\n\n".join(parts)
