@@ -127,3 +127,5 @@ metric = "acc.correct_prob"
     assert comp["unit"] == "arm" and comp["treatment_arms"] == ["r0", "r1", "r2"]
     assert comp["draw_means"] == pytest.approx(means)
     assert comp["p"] == pytest.approx((1 + sum(m >= base for m in means)) / 4)
+    report = (results.run_dir / "report.md").read_text()
+    assert f"| base | r0 + 2 more draws | acc.correct_prob |" in report and "| greater | rank |" in report

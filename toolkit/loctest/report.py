@@ -209,12 +209,16 @@ def markdown(results, figure_files: list[str], sections: list[str]) -> str:
     if notes:
         lines += [""] + [f"- {arm} / {scorer}: {note}" for arm, scorer, note in notes]
     if d["comparisons"]:
-        lines += ["", "## Comparisons (Welch's t-test across repetitions)", "",
-                  "| baseline | treatment | metric | baseline mean | treatment mean | alternative | t | p |",
-                  "|---|---|---|---|---|---|---|---|"]
+        lines += ["", "## Comparisons", "",
+                  "| baseline | treatment | metric | baseline mean | treatment mean | alternative | test | t | p |",
+                  "|---|---|---|---|---|---|---|---|---|"]
         for c in d["comparisons"]:
-            lines.append(f"| {c['baseline']} | {c['treatment']} | {c['metric']} | {fmt(c['baseline_mean'])} | "
-                         f"{fmt(c['treatment_mean'])} | {c['alternative']} | {fmt(c['t'], 2)} | {fmt(c['p'], 4)} |")
+            treatment = c["treatment"] + (f" + {len(c['treatment_arms']) - 1} more draws" if c.get("treatment_arms") else "")
+            lines.append(f"| {c['baseline']} | {treatment} | {c['metric']} | {fmt(c['baseline_mean'])} | "
+                         f"{fmt(c['treatment_mean'])} | {c['alternative']} | {method_name(c)} | {fmt(c['t'], 2)} | {fmt(c['p'], 4)} |")
+        lines += ["", "Welch: t-test across repetitions (answer orders, or questions for per-question scorers). Rank: "
+                      "the baseline arm's mean ranked among the means of independent control draws (the draw is the unit); "
+                      "'treatment mean' is then the first draw's."]
     if d["comparisons"]:
         lines += ["", "## Effect of each treatment"] + suppression_tables(d)
     lines += accuracy_matrix(d)
@@ -241,6 +245,10 @@ def write_outputs(results, sections: list[str]) -> None:
     (run_dir / "report.md").write_text(markdown(results, figure_files, sections))
 
 
+def method_name(comparison: dict) -> str:
+    return "rank" if comparison.get("unit") == "arm" else "Welch"
+
+
 def results_table(results) -> Table:
     table = Table(title=f"loctest: {results.run_dir.name}")
     for col in ("arm", "components", "metric", "mean ± std"):
@@ -249,5 +257,5 @@ def results_table(results) -> Table:
         table.add_row(arm, str(results.data["arms"][arm]["n_components"]), f"{scorer}.{metric}", f"{s['mean']:.3f} ± {s['std']:.3f}")
     for c in results.data["comparisons"]:
         table.add_row(f"{c['baseline']} > {c['treatment']}" if c["alternative"] == "greater" else f"{c['baseline']} vs {c['treatment']}",
-                      "", c["metric"], f"Welch p = {fmt(c['p'], 4)}")
+                      "", c["metric"], f"{method_name(c)} p = {fmt(c['p'], 4)}")
     return table
