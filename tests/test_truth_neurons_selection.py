@@ -161,6 +161,10 @@ def test_planted_neurons_are_recovered_exactly_and_carry_the_answer(planted, tmp
     assert results["counts"]["selection"] == 10 and results["counts"]["testing"] == 10
     assert results["settings"]["steps"] == 20 and results["settings"]["engine"]["computed_by_layout"] == {"token-copies": 20}
     assert results["completeness"]["max_abs_delta"] < 0.01 * results["completeness"]["mean_abs_f_gap"] + 1e-3
+    worst = results["completeness"]["worst_sites"]  # all four sites (2 layers x 2 kinds), worst first
+    assert sorted(w["site"] for w in worst) == ["attn:0", "attn:1", "mlp:0", "mlp:1"]
+    assert [w["median_abs_delta"] for w in worst] == sorted((w["median_abs_delta"] for w in worst), reverse=True)
+    assert max(w["max_abs_delta"] for w in worst) == pytest.approx(results["completeness"]["max_abs_delta"])
     assert all(row["mean_d"] > 0.1 and row["p_bonferroni"] < 1e-6 for row in results["neurons"])
     finished = SimpleNamespace(run_dir=context.run_dir, data={"arms": {"truth": {"locator": {"plugin": "ig-truth-neurons"}}}})
     section = ig_truth_neurons.report_section(finished)

@@ -32,6 +32,7 @@ from ..truth_neurons.selection import candidates, significance, split_halves
 QUADRATURE = "right Riemann sum: alpha = k/m, k = 1..m"
 BASELINE = "zero activation at the scaled positions"
 REPORT_ROWS = 30
+WORST_SITES = 5
 TARGETS = "f(T|t) = P(correct label) + P(its lowercase), f(T|f) likewise for the incorrect label, same prompt"
 
 
@@ -169,8 +170,11 @@ class IGTruthNeurons(Locator):
 
     def write(self, context, questions: Questions, halves: dict, attributions: list[Attribution], table, engine) -> None:
         cfg = self.config
-        delta = torch.stack([v.abs() for a in attributions for v in a.completeness_delta().values()])
+        deltas = [a.completeness_delta() for a in attributions]
+        delta = torch.stack([v.abs() for d in deltas for v in d.values()])
         gap = torch.stack([(a.value - a.zeroed[s]).abs() for a in attributions for s in a.attributions])
+        by_site = {s: torch.stack([d[s].abs().max() for d in deltas]) for s in deltas[0]}
+        worst = sorted(by_site, key=lambda s: -float(by_site[s].median()))[:WORST_SITES]
         counts = {"questions": len(questions.examples), "answered_correctly": len(questions.kept),
                   "selection": sum(h == "selection" for h in halves.values()),
                   "testing": sum(h == "testing" for h in halves.values()), "candidates": len(table),
@@ -188,7 +192,9 @@ class IGTruthNeurons(Locator):
             "completeness": {"description": "per question, site and target: |sum_n Attr(n) - (f(x) - f(site zeroed))|, "
                                             "the right Riemann sum's error (shrinks as steps grow)",
                              "mean_abs_delta": float(delta.mean()), "max_abs_delta": float(delta.max()),
-                             "mean_abs_f_gap": float(gap.mean())},
+                             "mean_abs_f_gap": float(gap.mean()), "mean_f": float(torch.stack([a.value for a in attributions]).mean()),
+                             "worst_sites": [{"site": f"{k}:{l}", "median_abs_delta": float(by_site[k, l].median()),
+                                              "max_abs_delta": float(by_site[k, l].max())} for k, l in worst]},
             "neurons": table,
             "questions": [{"id": e.id, "correct_label": "AB"[int(questions.correct_is_b[i])], "p_correct": float(questions.p_correct[i]),
                            "p_incorrect": float(questions.p_incorrect[i]), "half": halves.get(i)}
@@ -221,7 +227,10 @@ def report_section(results) -> str:
               f"Bonferroni alpha {found['settings']['alpha']}).",
             f"- completeness (m = {found['settings']['steps']}): mean |sum Attr - (f(x) - f(zeroed))| "
             f"{completeness['mean_abs_delta']:.2g}, largest {completeness['max_abs_delta']:.2g}, against a mean "
-            f"|f(x) - f(zeroed)| of {completeness['mean_abs_f_gap']:.2g}.",
+            f"|f(x) - f(zeroed)| of {completeness['mean_abs_f_gap']:.2g} and a mean f of {completeness['mean_f']:.2g}. "
+            "Worst layers (median over questions of the larger target's error): " + ", ".join(
+                f"{w['site']} {w['median_abs_delta']:.2g}" for w in completeness["worst_sites"])
+            + ". Where that error is comparable to f, the layer's attributions are unreliable: raise `steps`.",
         ]
         chosen = sorted((r for r in found["neurons"] if r["truth_neuron"]), key=lambda r: r["p_bonferroni"])
         if chosen:
