@@ -164,7 +164,7 @@ def test_run_directory(first):
     assert comparison["baseline"] == "baseline" and comparison["treatment"] == "rand"
     assert comparison["baseline_mean"] == pytest.approx(np.mean(results.values("baseline", "tqa.accuracy")))
     assert comparison["p"] is not None and 0 <= comparison["p"] <= 1
-    assert {"load", "score:rand:tqa", "locate:rand", "total"} <= set(data["timings_s"])
+    assert {"load", "score:rand:tqa", "locate:rand", "edit:rand", "total"} <= set(data["timings_s"])
 
     saved = json.loads((run_dir / "components" / "rand.json").read_text())
     assert ComponentSet.from_json(saved) == results.components["rand"]

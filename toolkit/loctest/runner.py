@@ -194,10 +194,12 @@ def run_recipe(recipe_path, overrides=None, *, out=None, limit=None, device=None
 
             interventions = []
             if arm.editor is not None:
+                t = time.perf_counter()
                 hook.loctest_before_stage(stage=f"edit:{arm_name}", context=context)
                 with located(recipe, f"arms.{arm_name}.editor", arm.editor.plugin):
                     interventions = arm.editor.build().interventions(context, components)
                 hook.loctest_after_stage(stage=f"edit:{arm_name}", context=context, result=interventions)
+                timings[f"edit:{arm_name}"] = time.perf_counter() - t
 
             scores[arm_name] = {}
             for scorer_name, spec in recipe.scorers.items():
