@@ -108,3 +108,39 @@ def test_truthfulqa_mc_keeps_every_mc1_and_mc2_target():
         assert set(ex.correct) == {a for a, label in row["mc2_targets"].items() if label}
         assert set(ex.incorrect) == {a for a, label in row["mc1_targets"].items() if not label}
         assert set(ex.incorrect) == {a for a, label in row["mc2_targets"].items() if not label}
+
+
+def test_report_plots_each_metric_against_the_cost_of_the_edit(tmp_path):
+    """With a cost metric (KL) in the recipe, the report has one trade-off plot per other metric (ITI, W&V Fig. 1c)."""
+    import loctest
+
+    recipe = tmp_path / "tradeoff.toml"
+    recipe.write_text(f"""
+[run]
+out = "{tmp_path / 'runs'}"
+cache = "{tmp_path / 'cache'}"
+[model]
+name = "tiny-llama"
+[datasets.qa]
+plugin = "truthfulqa-mc"
+limit = 3
+[scorers.mc]
+plugin = "mc"
+dataset = "qa"
+[scorers.kl]
+plugin = "kl"
+dataset = "qa"
+count = 3
+[arms.baseline]
+[arms.fixed]
+components = ["head:0:1", "head:1:2"]
+editor = {{ plugin = "zero-ablation", positions = "all" }}
+[arms.random]
+locator = {{ plugin = "random", kind = "head", count = 2 }}
+editor = {{ plugin = "zero-ablation", positions = "all" }}
+""")
+    results = loctest.run(recipe, progress=False)
+    assert results.data["scorer_metrics"]["kl"] == {"higher_is_better": {"kl": False}, "cost": ["kl"]}
+    plots = {p.name for p in (results.run_dir / "figures").glob("*_vs_*.png")}
+    assert plots == {"mc.mc1_vs_kl.kl.png", "mc.mc2_vs_kl.kl.png"}
+    assert "![figures/mc.mc2_vs_kl.kl.png]" in (results.run_dir / "report.md").read_text()

@@ -74,6 +74,7 @@ class Scorer(Plugin):
 
     metrics: ClassVar[tuple[str, ...]] = ()
     higher_is_better: ClassVar[dict[str, bool]] = {}
+    cost_metrics: ClassVar[tuple[str, ...]] = ()  # what an edit costs (e.g. KL): the report plots other metrics against these
 
     def score(self, context: RunContext, interventions: list[Intervention]) -> Scores:
         raise NotImplementedError

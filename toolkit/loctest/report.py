@@ -103,6 +103,46 @@ def category_bars(results, comparison: dict) -> str:
                               f"{safe(comparison['treatment'])}.png")
 
 
+def tradeoff_plot(results, metric: str, cost: str, points: list[tuple[str, str, float, float]]) -> str:
+    """One point per arm: a metric against what the edit costs (ITI's and Wang & Veitch's Figure 1c), coloured
+    by the arm's locator."""
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    groups = sorted({g for _, g, _, _ in points})
+    colors = plt.get_cmap("tab10")
+    for i, group in enumerate(groups):
+        mine = [(x, y) for _, g, x, y in points if g == group]
+        ax.scatter([x for x, _ in mine], [y for _, y in mine], color=colors(i % 10), label=group, s=36)
+    for arm, _, x, y in points:
+        ax.annotate(arm, (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    ax.set_xlabel(f"{cost} (cost of the edit)")
+    ax.set_ylabel(metric)
+    ax.set_title(f"{metric} against {cost}, one point per arm (means)", fontsize=10)
+    ax.legend(fontsize=8, title="locator", title_fontsize=8)
+    return save(fig, results, f"figures/{safe(metric)}_vs_{safe(cost)}.png")
+
+
+def tradeoff_plots(results) -> list[str]:
+    """Every metric that has a better direction, against every cost metric (e.g. MC2 vs KL)."""
+    info = results.data.get("scorer_metrics", {})
+    costs = [f"{s}.{m}" for s, i in info.items() for m in i["cost"]]
+    means = {(arm, f"{scorer}.{metric}"): s["mean"] for arm, scorer, metric, s in metric_rows(results)}
+    arms = results.data["arms"]
+
+    def group(arm):
+        return (arms[arm]["locator"] or {}).get("plugin") or ("fixed components" if arms[arm]["n_components"] else "unedited")
+
+    written = []
+    for cost in costs:
+        for scorer, i in info.items():
+            for metric in i["higher_is_better"]:
+                name = f"{scorer}.{metric}"
+                points = [(arm, group(arm), means[arm, cost], means[arm, name]) for arm in arms
+                          if (arm, cost) in means and (arm, name) in means]
+                if name not in costs and len(points) > 1:
+                    written.append(tradeoff_plot(results, name, cost, points))
+    return written
+
+
 def figures(results) -> list[str]:
     (results.run_dir / "figures").mkdir(exist_ok=True)
     by_metric: dict[str, list] = {}
@@ -114,7 +154,7 @@ def figures(results) -> list[str]:
     shifts = {(c["metric"].partition(".")[0], c["baseline"], c["treatment"]): c
               for c in results.data["comparisons"] if c.get("extra", {}).get("categories")}  # one per pair of arms
     written += [category_bars(results, c) for c in shifts.values()]
-    return written
+    return written + tradeoff_plots(results)
 
 
 def pct(x) -> str:

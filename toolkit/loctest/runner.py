@@ -259,6 +259,8 @@ def run_recipe(recipe_path, overrides=None, *, out=None, limit=None, device=None
                   "device": str(model.device), "dtype": recipe.model.dtype, **vars(model.shape)},
         "datasets": {n: {"n": len(context.dataset(n)), "ids": [e.id for e in context.dataset(n)]}
                      for n in recipe.datasets if n in context._loaded},
+        "scorer_metrics": {n: {"higher_is_better": s.cls.higher_is_better, "cost": list(s.cls.cost_metrics)}
+                           for n, s in recipe.scorers.items()},
         "arms": arm_data,
         "comparisons": comparisons,
         "timings_s": {k: round(v, 3) for k, v in timings.items()},

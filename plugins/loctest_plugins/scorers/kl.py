@@ -58,6 +58,7 @@ class KLDivergence(Scorer):
     Config = KLConfig
     metrics = ("kl",)
     higher_is_better = {"kl": False}
+    cost_metrics = ("kl",)
 
     def score(self, context, interventions) -> Scores:
         examples = [ex for ex in dataset_examples(context, self.config.dataset, self.name) if ex.correct]
