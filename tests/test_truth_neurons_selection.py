@@ -168,7 +168,7 @@ def test_planted_neurons_are_recovered_exactly_and_carry_the_answer(planted, tmp
     assert all(row["mean_d"] > 0.1 and row["p_bonferroni"] < 1e-6 for row in results["neurons"])
     finished = SimpleNamespace(run_dir=context.run_dir, data={"arms": {"truth": {"locator": {"plugin": "ig-truth-neurons"}}}})
     section = ig_truth_neurons.report_section(finished)
-    assert "20 of 20 questions passed the manipulation check" in section and "mlp 3 / 3, attn 2 / 2" in section
+    assert "20 of 20 questions passed the manipulation check; 20 were used" in section and "mlp 3 / 3, attn 2 / 2" in section
     assert all(f"| `{name}` |" in section for name in PLANTED)
 
     context.components["truth"] = found
@@ -180,6 +180,17 @@ def test_planted_neurons_are_recovered_exactly_and_carry_the_answer(planted, tmp
         control = RandomLocator({"match": "truth", "draw": draw}).locate(context)
         assert len(control) == len(found) and control != found
         assert accuracy(context, control) == baseline
+
+
+def test_balance_labels_uses_as_many_correct_at_a_as_at_b(planted, tmp_path):
+    context = context_for(planted, tmp_path, 20)
+    locator(balance_labels=True, steps=4).locate(context)
+    results = json.loads((context.run_dir / "truth_neurons-truth.json").read_text())
+    used = [q["correct_label"] for q in results["questions"] if q["half"]]
+    placed = [q["correct_label"] for q in results["questions"]]
+    assert used.count("A") == used.count("B") == min(placed.count("A"), placed.count("B")) > 0
+    assert results["counts"]["used"] == len(used) < results["counts"]["answered_correctly"] == 20
+    assert results["settings"]["balance_labels"] is True
 
 
 def test_killed_run_resumes_from_the_cache_with_identical_results(planted, tmp_path, monkeypatch):

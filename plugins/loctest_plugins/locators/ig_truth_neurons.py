@@ -53,6 +53,9 @@ class IGTruthNeuronsConfig(PluginConfig):
     batch_tokens: int = Field(128, ge=1, description=(
         "Tokens per forward/backward pass of the IG engine (under 'last' one token per layer and step, under "
         "'prompt' a whole prompt); halves itself on CUDA out-of-memory."))
+    balance_labels: bool = Field(False, description=(
+        "Use as many correctly answered questions with the correct answer at A as at B (a seeded subsample of the "
+        "larger group), so that D cannot come from a preference for one label. Off in the paper's protocol."))
     save_attributions: bool = Field(False, description="Copy every kept question's attributions (safetensors) into the run directory.")
     system_prompt: str = Field(SYSTEM_PROMPT, description="System message of the binary-choice prompt (the paper's by default).")
     user_prompt: str = Field(USER_PROMPT, description="User message with {question}, {answer_a}, {answer_b}.")
@@ -93,11 +96,12 @@ class IGTruthNeurons(Locator):
     def locate(self, context) -> ComponentSet:
         sites = self.sites(context.shape)
         questions = self.questions(context)
-        kept = questions.kept
+        kept = self.used(context, questions)
         if len(kept) < 3:
             raise UserError(f"ig-truth-neurons: only {len(kept)} of {len(questions.examples)} questions are answered "
-                            f"correctly by the unedited model; the split-half protocol needs at least 3 (use more questions)")
-        attributions, paths, engine = self.attributions(context, questions, sites)
+                            f"correctly by the unedited model{' (after balance_labels)' if self.config.balance_labels else ''}; "
+                            "the split-half protocol needs at least 3 (use more questions)")
+        attributions, paths, engine = self.attributions(context, questions, kept, sites)
         selection, testing = split_halves(len(kept), context.rng("ig-truth-neurons-split", self.config.split_seed))
         table = self.select(context, sites, attributions, selection, testing)
         found = ComponentSet(row["name"] for row in table if row["truth_neuron"])
@@ -122,16 +126,26 @@ class IGTruthNeurons(Locator):
         rows = np.arange(len(examples))
         return Questions(examples, correct_is_b, prompts, probs[rows, correct_is_b], probs[rows, 1 - correct_is_b])
 
-    def attributions(self, context, questions: Questions, sites) -> tuple[list[Attribution], list, dict]:
-        """IG of every kept question (columns: correct, incorrect), from the on-disk cache where present."""
+    def used(self, context, questions: Questions) -> np.ndarray:
+        """The correctly answered questions, balanced between correct-at-A and correct-at-B when asked."""
+        kept = questions.kept
+        if not self.config.balance_labels:
+            return kept
+        groups = [kept[questions.correct_is_b[kept] == b] for b in (0, 1)]
+        n = min(len(g) for g in groups)
+        rng = context.rng("ig-truth-neurons-balance", self.config.dataset)
+        return np.sort(np.concatenate([rng.choice(g, n, replace=False) for g in groups]))
+
+    def attributions(self, context, questions: Questions, kept: np.ndarray, sites) -> tuple[list[Attribution], list, dict]:
+        """IG of the questions ``kept`` (columns: correct, incorrect), from the on-disk cache where present."""
         cfg, backend = self.config, context.backend
         labels = [[backend.answer_token_ids(t) for t in pair] for pair in (("A", "a"), ("B", "b"))]
         cache = AttributionCache(context.cache_dir / "ig-attributions")
         fingerprint = model_fingerprint(backend)
         settings = {"steps": cfg.steps, "positions": cfg.positions, "quadrature": QUADRATURE, "baseline": BASELINE, "sites": sites}
         out, paths, batch_tokens, engine = [], [], cfg.batch_tokens, {}
-        with context.progress.task(f"{context.arm}: integrated gradients", total=len(questions.kept)) as advance:
-            for i in questions.kept:
+        with context.progress.task(f"{context.arm}: integrated gradients", total=len(kept)) as advance:
+            for i in kept:
                 b = int(questions.correct_is_b[i])
                 groups = [labels[b], labels[1 - b]]
                 key = cache.key(fingerprint, questions.prompts[i], groups, settings)
@@ -176,6 +190,7 @@ class IGTruthNeurons(Locator):
         by_site = {s: torch.stack([d[s].abs().max() for d in deltas]) for s in deltas[0]}
         worst = sorted(by_site, key=lambda s: -float(by_site[s].median()))[:WORST_SITES]
         counts = {"questions": len(questions.examples), "answered_correctly": len(questions.kept),
+                  "used": len(halves),
                   "selection": sum(h == "selection" for h in halves.values()),
                   "testing": sum(h == "testing" for h in halves.values()), "candidates": len(table),
                   "truth_neurons": sum(r["truth_neuron"] for r in table)}
@@ -218,8 +233,9 @@ def report_section(results) -> str:
         kinds = found["settings"]["kinds"]
         lines = [
             f"## Truth neurons: {arm}", "",
-            f"- {counts['answered_correctly']} of {counts['questions']} questions passed the manipulation check "
-            f"({on_a} with the correct answer at A, {len(kept) - on_a} at B); {counts['selection']} selected "
+            f"- {counts['answered_correctly']} of {counts['questions']} questions passed the manipulation check; "
+            f"{len(kept)} were used ({on_a} with the correct answer at A, {len(kept) - on_a} at B"
+            f"{', balanced' if found['settings'].get('balance_labels') else ''}); {counts['selection']} selected "
             f"candidates, {counts['testing']} tested them.",
             "- candidates / truth neurons: " + ", ".join(
                 f"{kind} {counts[f'candidates_{kind}']} / {counts[f'truth_neurons_{kind}']}" for kind in kinds)
