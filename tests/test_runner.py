@@ -346,3 +346,31 @@ def test_a_cached_locator_brings_back_the_files_it_wrote(tmp_path, clean_dropins
     assert (tmp_path / "calls.log").read_text().split() == ["found"]  # the second run read the cache
     written = [run.run_dir / "writing" / "found" / "table.json" for run in (first, again)]
     assert written[1].read_text() == written[0].read_text() == '{"heads": [0, 1]}'
+
+
+NOTHING_LOCATOR = '''
+from loctest import ComponentSet, Locator, hookimpl
+
+
+class NothingLocator(Locator):
+    name = "nothing"
+    description = "Finds no components (like a locator whose statistics reject every candidate)."
+
+    def locate(self, context):
+        return ComponentSet()
+
+
+@hookimpl
+def register_locators(register):
+    register(NothingLocator)
+'''
+
+
+def test_an_arm_whose_locator_finds_nothing_is_flagged(tmp_path, capsys, clean_dropins):
+    write_plugin(tmp_path / "plugins", "nothing", NOTHING_LOCATOR)
+    recipe = RECIPE.split("[arms.baseline]")[0] + '[arms.none]\nlocator = "nothing"\neditor = "zero-ablation"\n'
+    path = write_recipe(tmp_path, recipe)
+    assert main(["run", str(path), "--no-progress", "--limit", "2", "--plugins-dir", str(tmp_path / "plugins")]) == 0
+    assert "arm 'none' found no components: the arm was scored unedited" in capsys.readouterr().out
+    (report,) = (tmp_path / "runs").glob("*/report.md")
+    assert "- none / locator: found no components" in report.read_text()

@@ -110,13 +110,15 @@ def cmd_validate(args, console: Console) -> int:
 
 
 def cmd_run(args, console: Console) -> int:
-    from .report import results_table
+    from .report import EMPTY_ARM_NOTE, empty_located_arms, results_table
     from .runner import run_recipe
 
     results = run_recipe(args.recipe, _overrides(args.set), out=args.out, limit=args.limit, device=args.device,
                          backend=args.backend, plugins_dirs=args.plugins_dir, blocked_plugins=args.no_plugin,
                          progress=not args.no_progress, console=Console(stderr=True))
     console.print(results_table(results))
+    for arm in empty_located_arms(results.data):
+        console.print(f"[yellow]warning:[/] arm {arm!r} {EMPTY_ARM_NOTE}", highlight=False)
     console.print(f"Report: {results.run_dir / 'report.md'}", soft_wrap=True)
     console.print(f"Results: {results.run_dir / 'results.json'}", soft_wrap=True)
     return 0

@@ -16,6 +16,14 @@ SMALL_MODEL_NOTE = ("The embedded SmolLM2-135M-Instruct is a 135M-parameter mode
                     "pipeline, not as evidence about larger models.")
 
 
+EMPTY_ARM_NOTE = "found no components: the arm was scored unedited"
+
+
+def empty_located_arms(data: dict) -> list[str]:
+    """Arms whose locator returned nothing (their edit changes nothing)."""
+    return [arm for arm, a in data["arms"].items() if a["locator"] and not a["n_components"]]
+
+
 def fmt(x, digits=3) -> str:
     return "n/a" if x is None else f"{x:.{digits}f}"
 
@@ -246,6 +254,7 @@ def markdown(results, figure_files: list[str], sections: list[str]) -> str:
     for arm, scorer, metric, s in metric_rows(results):
         lines.append(f"| {arm} | {d['arms'][arm]['n_components']} | {scorer} | {metric} | {fmt(s['mean'])} | {fmt(s['std'])} | {s['n']} |")
     notes = [(arm, scorer, ms["note"]) for arm, a in d["arms"].items() for scorer, ms in a["scores"].items() if "note" in ms]
+    notes += [(arm, "locator", EMPTY_ARM_NOTE) for arm in empty_located_arms(d)]
     if notes:
         lines += [""] + [f"- {arm} / {scorer}: {note}" for arm, scorer, note in notes]
     if d["comparisons"]:
