@@ -16,6 +16,14 @@ BACKENDS = ["transformer-lens", "nnsight"]
 TINY_MODELS = ["tiny-llama", "tiny-gpt2", "tiny-gpt-neox", "tiny-qwen2", "tiny-gemma2"]
 
 
+def tiny_recipe(folder: Path, body: str, name: str = "recipe.toml") -> Path:
+    """A recipe file on tiny-llama (CPU) whose runs and cache stay in ``folder``; ``body`` adds the rest."""
+    path = folder / name
+    path.write_text(f'[run]\nout = "{folder / "runs"}"\ncache = "{folder / "cache"}"\n'
+                    f'[model]\nname = "tiny-llama"\ndevice = "cpu"\n{body}')
+    return path
+
+
 @functools.cache
 def plugin_host():
     return create_host(autoload=False)

@@ -20,7 +20,7 @@ from loctest_plugins.ipo.pairs import preference_pairs
 from loctest_plugins.ipo.store import load_edit
 from loctest_plugins.ipo.training import ipo_loss, pair_logprobs
 
-from conftest import ROOT, cached_backend
+from conftest import ROOT, cached_backend, tiny_recipe
 
 EXAMPLES = [Example("q1", "Is the sky green?", ("No.", "It is blue."), ("Yes.", "Green, always.")),
             Example("q2", "Do cats bark?", ("No, cats meow.",), ("Yes.", "Cats bark loudly.")),
@@ -210,15 +210,7 @@ def test_recipe_rerun_skips_training(tmp_path):
     data = tmp_path / "qa.jsonl"
     data.write_text("\n".join(json.dumps({"question": e.question, "correct": list(e.correct), "incorrect": list(e.incorrect)})
                               for e in EXAMPLES * 2))
-    recipe = tmp_path / "ipo.toml"
-    recipe.write_text(f"""
-[run]
-out = "{tmp_path / 'runs'}"
-cache = "{tmp_path / 'cache'}"
-[model]
-name = "tiny-llama"
-device = "cpu"
-[datasets.qa]
+    recipe = tiny_recipe(tmp_path, f"""[datasets.qa]
 plugin = "table"
 path = "{data}"
 [scorers.choice]

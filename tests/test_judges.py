@@ -23,7 +23,7 @@ from loctest_plugins.judges.openai_compatible import OpenAIJudge
 from loctest_plugins.judges.train_offline import TrainConfig, agreement, fit, reference_sets, split_pairs
 from loctest_plugins.scorers.info_truth import InfoTruth, mcnemar, product_permutation
 
-from conftest import cached_backend, plugin_host
+from conftest import cached_backend, plugin_host, tiny_recipe
 
 PARIS = Example("paris", "What is the capital of France?", ("Paris is the capital of France",),
                 ("Lyon is the capital of France",))
@@ -256,15 +256,7 @@ def test_info_truth_comparison_statistics():
 
 
 def test_info_truth_in_a_recipe(tmp_path):
-    recipe = tmp_path / "info.toml"
-    recipe.write_text(f"""
-[run]
-out = "{tmp_path / 'runs'}"
-cache = "{tmp_path / 'cache'}"
-[model]
-name = "tiny-llama"
-device = "cpu"
-[datasets.tqa]
+    recipe = tiny_recipe(tmp_path, f"""[datasets.tqa]
 plugin = "truthfulqa-binary"
 limit = 3
 [scorers.gen]

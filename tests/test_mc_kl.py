@@ -18,7 +18,7 @@ from loctest_plugins.iti_common import paired_comparison
 from loctest_plugins.scorers.kl import KLDivergence
 from loctest_plugins.scorers.mc import MultipleChoice
 
-from conftest import cached_backend
+from conftest import cached_backend, tiny_recipe
 
 # answers of very different lengths, so a batch holds much padding
 QA = [Example("a", "Where is the cat?", ("On the mat.", "Nowhere in particular, it moves around a lot."),
@@ -114,14 +114,7 @@ def test_report_plots_each_metric_against_the_cost_of_the_edit(tmp_path):
     """With a cost metric (KL) in the recipe, the report has one trade-off plot per other metric (ITI, W&V Fig. 1c)."""
     import loctest
 
-    recipe = tmp_path / "tradeoff.toml"
-    recipe.write_text(f"""
-[run]
-out = "{tmp_path / 'runs'}"
-cache = "{tmp_path / 'cache'}"
-[model]
-name = "tiny-llama"
-[datasets.qa]
+    recipe = tiny_recipe(tmp_path, f"""[datasets.qa]
 plugin = "truthfulqa-mc"
 limit = 3
 [scorers.mc]
