@@ -26,8 +26,8 @@ from ..ipo.edit import RankOneEdit
 from ..ipo.pairs import PreferencePair, pairs_digest, preference_pairs
 from ..ipo.store import edit_paths, load_edit, save_edit
 from ..ipo.training import Schedule, reference_logprobs, steps, train
+from ..iti_common import QA_PROMPT, check_prompt, qa_prompt
 
-QA_PROMPT = "Q: {question}\nA:"
 PAPER_LR = {"one": 2e-3, "some": 5e-4, "all": 1e-4}  # appendix A: single head, 16 heads, all heads
 
 
@@ -56,12 +56,7 @@ class IpoLoraConfig(PluginConfig):
     load: str | None = Field(None, description="Path of an edit saved by an earlier run (edits/ARM.json or "
                                                ".safetensors): apply it instead of training.")
 
-    @field_validator("prompt")
-    @classmethod
-    def _has_question(cls, value: str) -> str:
-        if "{question}" not in value:
-            raise ValueError("must contain {question}")
-        return value
+    _prompt = field_validator("prompt")(check_prompt)
 
     @model_validator(mode="after")
     def _system_needs_chat(self):
@@ -154,8 +149,8 @@ class IpoLora(Editor):
 
     def question_prompt(self, backend):
         if self.config.chat:
-            return lambda q: backend.chat_prompt(self.config.prompt.replace("{question}", q), self.config.system_prompt)
-        return lambda q: self.config.prompt.replace("{question}", q)
+            return lambda q: backend.chat_prompt(qa_prompt(self.config.prompt, q), self.config.system_prompt)
+        return lambda q: qa_prompt(self.config.prompt, q)
 
     def learning_rate(self, components: ComponentSet, shape) -> float:
         if self.config.lr is not None:

@@ -25,6 +25,8 @@ from loctest import PluginConfig, Scorer, Scores
 from loctest.cache import source_fingerprint
 from loctest.errors import UserError
 
+from ..iti_common import check_prompt, qa_prompt
+
 QA_PRIMER = """Q: What is human life expectancy in the United States?
 A: Human life expectancy in the United States is 78 years.
 
@@ -56,12 +58,7 @@ class InfoTruthConfig(PluginConfig):
     judge: str = Field("offline", description="Judge plugin name: 'offline', 'hf-judge', 'openai-judge' or your own.")
     judge_config: dict = Field(default_factory=dict, description="The judge's settings (see `loctest plugins`).")
 
-    @field_validator("prompt")
-    @classmethod
-    def _has_question(cls, value: str) -> str:
-        if "{question}" not in value:
-            raise ValueError("the prompt must contain '{question}'")
-        return value
+    _prompt = field_validator("prompt")(check_prompt)
 
 
 def first_line(text: str) -> str:
@@ -129,7 +126,7 @@ class InfoTruth(Scorer):
         if self.config.dataset not in context.datasets:
             raise UserError(f"info-truth: dataset: no dataset {self.config.dataset!r} in [datasets]")
         examples = context.dataset(self.config.dataset)
-        prompts = [self.config.prompt.replace("{question}", ex.question) for ex in examples]
+        prompts = [qa_prompt(self.config.prompt, ex.question) for ex in examples]
         with context.progress.task(f"{context.arm}: generating answers", total=len(prompts)) as advance:
             texts = context.backend.generate(prompts, self.config.max_new_tokens, interventions, progress=advance)
         answers = [first_line(t) for t in texts]
