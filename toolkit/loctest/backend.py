@@ -7,6 +7,8 @@ continuation log-probabilities, gradients, generation — is built on it here, i
 """
 from __future__ import annotations
 
+import functools
+import inspect
 from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -90,6 +92,22 @@ def continuation_logprob_sums(logits: torch.Tensor, batch: Batch) -> torch.Tenso
     return (predicted * batch.continuation_mask[:, 1:]).sum(-1)
 
 
+@functools.cache
+def _cache_keyword(forward_owner: type) -> str:
+    return "cache" if "cache" in inspect.signature(forward_owner.forward).parameters else "past_key_values"
+
+
+def cache_arguments(module: torch.nn.Module, cache) -> dict:
+    """Keyword arguments that hand a Hugging Face model a key/value cache to extend in place (``cache`` from
+    transformers 5.24 on, ``past_key_values`` before); none when ``cache`` is None."""
+    return {} if cache is None else {_cache_keyword(type(module)): cache, "use_cache": True}
+
+
+def returned_cache(output):
+    """The key/value cache in a Hugging Face model output, under either name."""
+    return output["cache"] if "cache" in output else output.past_key_values
+
+
 class BackendConfig(PluginConfig):
     batch_size: int = Field(8, ge=1, description="Prompts per forward pass.")
 
@@ -122,8 +140,8 @@ class Backend(Plugin):
         (``Batch.past_key_values``) without recomputing the prefix."""
         attention_mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask
         positions = (attention_mask.cumsum(-1) - 1).clamp(min=0)
-        return self.loaded_module()(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions,
-                                    use_cache=True).past_key_values
+        return returned_cache(self.loaded_module()(input_ids=input_ids, attention_mask=attention_mask,
+                                                   position_ids=positions, use_cache=True))
 
     # -- prompts and tokens --------------------------------------------------------------------------
     def chat_prompt(self, user: str, system: str | None = None) -> str:

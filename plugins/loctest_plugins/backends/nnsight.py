@@ -9,7 +9,7 @@ import torch
 from pydantic import Field
 
 from loctest.architectures import architecture_of, shape_of
-from loctest.backend import Backend, BackendConfig, Batch, RunOutput, apply_interventions
+from loctest.backend import Backend, BackendConfig, Batch, RunOutput, apply_interventions, cache_arguments
 from loctest.components import ModelShape
 from loctest.errors import UserError
 from loctest.models import EMBEDDED_MODEL, TINY_PREFIX
@@ -68,7 +68,7 @@ class NNsightBackend(Backend):
         sites = sorted(set(edits) | set(capture), key=lambda s: (s[1], s[0] != "attn"))
         saved: dict[Site, torch.Tensor] = {}
         inputs = {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask}
-        past = {"past_key_values": batch.past_key_values} if batch.past_key_values is not None else {}
+        past = cache_arguments(self._module, batch.past_key_values)
         with torch.set_grad_enabled(grad):
             with self.lm.trace(inputs, position_ids=batch.position_ids, remote=self.config.remote, **past):
                 for site in sites:

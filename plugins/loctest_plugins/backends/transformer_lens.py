@@ -9,9 +9,17 @@ from collections.abc import Sequence
 
 import torch
 
-from loctest.backend import Backend, Batch, RunOutput, apply_interventions
+from loctest.backend import Backend, Batch, RunOutput, apply_interventions, cache_arguments
 from loctest.components import Component
 from loctest.interventions import Intervention, Site, group_by_site
+
+
+def _cache_under_both_names(module, args, kwargs):
+    """transformers >= 5.24 hands attention its key/value cache as ``cache``; TransformerLens 4.3's attention
+    bridges read only ``past_key_values`` (else they attend without the prefix). Pass it under both names."""
+    if kwargs.get("cache") is not None and kwargs.get("past_key_values") is None:
+        kwargs["past_key_values"] = kwargs["cache"]
+    return args, kwargs
 
 
 def hook_name(site: Site) -> str:
@@ -26,6 +34,7 @@ class TransformerLensBackend(Backend):
     def __init__(self, model, config=None):
         super().__init__(model, config)
         from transformer_lens.model_bridge import TransformerBridge
+        from transformer_lens.model_bridge.generalized_components.attention import AttentionBridge
 
         self._module = model.instantiate()
         with warnings.catch_warnings():
@@ -33,6 +42,9 @@ class TransformerLensBackend(Backend):
             logging.getLogger("transformer_lens").setLevel(logging.ERROR)
             self.bridge = TransformerBridge.boot_transformers(
                 model.name, hf_model=self._module, tokenizer=copy.deepcopy(model.tokenizer))
+        for module in self._module.modules():
+            if isinstance(module, AttentionBridge):
+                module.register_forward_pre_hook(_cache_under_both_names, with_kwargs=True)
 
     def loaded_module(self) -> torch.nn.Module:
         return self._module
@@ -55,5 +67,5 @@ class TransformerLensBackend(Backend):
         with torch.set_grad_enabled(grad), self.bridge.hooks(fwd_hooks=fwd_hooks):
             logits = self.bridge(batch.input_ids, attention_mask=batch.attention_mask,
                                  position_ids=batch.position_ids, return_type="logits",
-                                 **({"past_key_values": batch.past_key_values} if batch.past_key_values is not None else {}))
+                                 **cache_arguments(self._module, batch.past_key_values))
         return RunOutput(logits, captured)
