@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import http.server
 import json
+import re
 import threading
+import tomllib
 
 import numpy as np
 import pytest
@@ -16,6 +18,7 @@ from loctest import Example, RunContext, Scores, interventions
 from loctest.errors import UserError
 from loctest.models import tiny_config, tiny_tokenizer
 from loctest.progress import Progress
+from loctest.runner import prepare
 from loctest_plugins.judges.hf import HFJudge, yes_no_split
 from loctest_plugins.judges.judge_data import labelled_answers, question_split
 from loctest_plugins.judges.offline import WEIGHTS, OfflineJudge, featurize, read_metadata
@@ -125,14 +128,24 @@ def test_hf_judge_names_a_missing_model(tmp_path):
 # -- openai-judge -----------------------------------------------------------------------------------------
 class StubEndpoint(http.server.BaseHTTPRequestHandler):
     """Says " yes" to truth prompts whose answer mentions Paris and to every info prompt; fails the first
-    ``fail_first`` requests with HTTP 503."""
+    ``fail_first`` requests with HTTP 503; redirects POSTs to ``redirect_to`` when it is set."""
 
     requests: list = []
     fail_first = 0
+    redirect_to = ""
+
+    def do_GET(self):  # only a followed redirect would get here
+        type(self).requests.append((self.path, None, self.headers.get("Authorization")))
+        self.send_error(404)
 
     def do_POST(self):
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         type(self).requests.append((self.path, body, self.headers.get("Authorization")))
+        if self.redirect_to:
+            self.send_response(302)
+            self.send_header("Location", self.redirect_to)
+            self.end_headers()
+            return
         if len(self.requests) <= self.fail_first:
             self.send_error(503)
             return
@@ -159,6 +172,7 @@ class StubEndpoint(http.server.BaseHTTPRequestHandler):
 def stub_server():
     StubEndpoint.requests = []
     StubEndpoint.fail_first = 0
+    StubEndpoint.redirect_to = ""
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), StubEndpoint)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -170,11 +184,13 @@ def stub_server():
 
 
 @pytest.mark.parametrize("api", ["completions", "chat"])
-def test_openai_judge_against_a_local_stub(stub_server, api, monkeypatch):
-    monkeypatch.setenv("LOCTEST_TEST_KEY", "secret")
-    judge = OpenAIJudge({"base_url": stub_server, "truth_model": "judge-t", "info_model": "judge-i", "api": api,
-                         "api_key_env": "LOCTEST_TEST_KEY"})
+def test_openai_judge_against_a_local_stub(stub_server, api, monkeypatch, capsys):
+    monkeypatch.setenv("LOCTEST_JUDGE_API_KEY", "secret")
+    judge = OpenAIJudge({"base_url": stub_server, "truth_model": "judge-t", "info_model": "judge-i", "api": api})
     verdicts = judge.judge(["Capital of France?", "Capital of France?"], ["Paris", "Lyon"])
+    host = stub_server.split("/")[2]
+    assert capsys.readouterr().err == f"openai-judge: sending answers to {host} with the key from " \
+                                      "LOCTEST_JUDGE_API_KEY\n"
     yes = np.exp(-0.1) / (np.exp(-0.1) + np.exp(-2.4))
     no = np.exp(-1.7) / (np.exp(-1.7) + np.exp(-0.2))
     assert [v.truthful for v in verdicts] == pytest.approx([yes, no])
@@ -196,6 +212,52 @@ def test_openai_judge_retries_then_gives_up_with_a_clear_error(stub_server, monk
     with pytest.raises(UserError, match="HTTP 503"):
         OpenAIJudge({"base_url": stub_server, "truth_model": "t", "info_model": "i", "max_retries": 1}).judge(["q"], ["a"])
     assert len(StubEndpoint.requests) == 2
+
+
+def test_openai_judge_sends_no_key_without_the_fixed_variable(stub_server, monkeypatch):
+    monkeypatch.delenv("LOCTEST_JUDGE_API_KEY", raising=False)
+    monkeypatch.setenv("OPENAI_API_KEY", "not-for-the-judge")
+    OpenAIJudge({"base_url": stub_server, "truth_model": "t", "info_model": "i"}).judge(["q"], ["a"])
+    assert [auth for _, _, auth in StubEndpoint.requests] == [None, None]
+
+
+def test_openai_judge_keeps_the_key_off_plain_http_and_redirects(stub_server, monkeypatch):
+    monkeypatch.setenv("LOCTEST_JUDGE_API_KEY", "secret")
+    settings = {"truth_model": "t", "info_model": "i"}
+    with pytest.raises(UserError, match="base_url 'http://judge.example.org/v1' is plain http"):
+        OpenAIJudge({**settings, "base_url": "http://judge.example.org/v1"})
+    for url in ("https://judge.example.org/v1", "http://localhost:8000/v1", "http://[::1]:8000/v1"):
+        OpenAIJudge({**settings, "base_url": url})  # https, or this machine: accepted
+    StubEndpoint.redirect_to = stub_server + "/elsewhere"
+    with pytest.raises(UserError, match="HTTP 302"):
+        OpenAIJudge({**settings, "base_url": stub_server}).judge(["q"], ["a"])
+    assert [path for path, _, _ in StubEndpoint.requests] == ["/v1/completions"]  # the redirect was not followed
+
+
+JUDGED_RECIPE = """[datasets.tqa]
+plugin = "truthfulqa-binary"
+[scorers.gen]
+plugin = "info-truth"
+dataset = "tqa"
+judge = "openai-judge"
+judge_config = {{ truth_model = "t", info_model = "i", {setting} }}
+[arms.baseline]
+"""
+
+
+@pytest.mark.parametrize("setting, message", [
+    ('api_key_env = "AWS_SECRET_ACCESS_KEY"', "api_key_env is no longer a setting: the API key comes only from the "
+                                              "environment variable LOCTEST_JUDGE_API_KEY"),
+    ('base_url = "file:///etc/passwd"', "base_url: expected an http:// or https:// URL"),
+])
+def test_recipe_validation_checks_the_judge_settings(tmp_path, setting, message):
+    with pytest.raises(UserError) as err:
+        prepare(tiny_recipe(tmp_path, JUDGED_RECIPE.format(setting=setting)))
+    (problem,) = err.value.problems
+    assert "scorers.gen.judge_config: " in problem and message in problem and "(judge 'openai-judge')" in problem
+    with pytest.raises(UserError, match=re.escape(message)):  # outside a recipe: when the scorer builds its judge
+        InfoTruth({"dataset": "qa", "judge": "openai-judge", "judge_config": {
+            "truth_model": "t", "info_model": "i", **tomllib.loads(setting)}}).score(context(), [])
 
 
 # -- info-truth -------------------------------------------------------------------------------------------
@@ -230,7 +292,7 @@ def test_info_truth_generates_with_the_interventions_and_judges_every_answer():
 def test_info_truth_rejects_a_bad_judge_before_generating():
     with pytest.raises(UserError, match="unknown judge 'ofline'.*'offline'"):
         InfoTruth({"dataset": "qa", "judge": "ofline"}).score(context(), [])
-    with pytest.raises(UserError, match="judge_config.api: .*openai-judge"):
+    with pytest.raises(UserError, match="judge_config: api: .*openai-judge"):
         InfoTruth({"dataset": "qa", "judge": "openai-judge",
                    "judge_config": {"truth_model": "t", "info_model": "i", "api": "fax"}}).score(context(), [])
 

@@ -156,9 +156,10 @@ def read_recipe(path: str | Path) -> dict:
 
 
 class _Problems:
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, host: PluginHost):
         self.path = path
         self.items: list[str] = []
+        self.context = {"plugins": host}  # pydantic validation context: validators may look up other plugins
 
     def add(self, key: str, message: str):
         self.items.append(f"{self.path}: {key}: {message}")
@@ -169,7 +170,7 @@ class _Problems:
             self.add(key, f"expected a table, got {type(data).__name__} {data!r}")
             return None
         try:
-            return model(**data)
+            return model.model_validate(data, context=self.context)
         except ValidationError as err:
             fields = list(model.model_fields)
             for e in err.errors():
@@ -210,7 +211,7 @@ def _plugin(problems: _Problems, host: PluginHost, kind: str, key: str, data: An
 def validate(raw: dict, path: Path, host: PluginHost) -> Recipe:
     """Check the whole recipe (structure, plugin names and configs, references, component names) and
     raise one :class:`RecipeError` listing every problem."""
-    problems = _Problems(path)
+    problems = _Problems(path, host)
     for key in raw:
         if key not in SECTIONS:
             problems.add(key, f"unknown section; {did_you_mean(key, SECTIONS)}")

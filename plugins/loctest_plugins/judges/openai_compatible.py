@@ -4,18 +4,23 @@ GPT-judge models, vLLM, llama.cpp server, ...), through the standard library's u
 One request per answer and aspect, asking for one token with its top log-probabilities; the verdict is
 P(yes) / (P(yes) + P(no)) over the returned candidates whose text is "yes"/"no" (any case, any surrounding
 space), and 0 when neither is among them (as TruthfulQA's own evaluation code treats a missing " yes").
+
+A recipe chooses the endpoint but not the secret: the API key comes only from ``LOCTEST_JUDGE_API_KEY``, and it is
+sent only over https or to this machine (localhost); redirects are not followed.
 """
 from __future__ import annotations
 
 import json
 import math
 import os
+import sys
 import time
 import urllib.error
 import urllib.request
 from typing import Literal
+from urllib.parse import urlsplit
 
-from pydantic import Field
+from pydantic import Field, field_validator, model_validator
 
 from loctest import PluginConfig
 from loctest.base import Example, Judge, Verdict
@@ -24,6 +29,8 @@ from loctest.errors import UserError
 from .prompts import INFO_PROMPT, TRUTH_PROMPT, judge_prompts
 
 RETRY_STATUS = {429, 500, 502, 503, 504}
+KEY_ENV = "LOCTEST_JUDGE_API_KEY"
+LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1"}
 
 
 class OpenAIJudgeConfig(PluginConfig):
@@ -33,11 +40,32 @@ class OpenAIJudgeConfig(PluginConfig):
     info_model: str = Field(..., description="Model name of the informativeness judge.")
     api: Literal["completions", "chat"] = Field("completions", description="Which API to call: 'completions' "
                                                 "(GPT-judge style) or 'chat' (prompt sent as one user message).")
-    api_key_env: str = Field("OPENAI_API_KEY", description="Environment variable holding the API key "
-                                                          "(no Authorization header when it is unset).")
     top_logprobs: int = Field(5, ge=1, le=20, description="Candidates to request at the answer token.")
     timeout_s: float = Field(60.0, gt=0, description="Timeout of one request, in seconds.")
     max_retries: int = Field(3, ge=0, description="Retries after a timeout, a connection error or HTTP 429/5xx.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_key_variable(cls, data):
+        if isinstance(data, dict) and "api_key_env" in data:
+            raise ValueError(f"api_key_env is no longer a setting: the API key comes only from the environment "
+                             f"variable {KEY_ENV}, so that a recipe cannot choose which secret is sent")
+        return data
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, url: str) -> str:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"expected an http:// or https:// URL with a host, got {url!r}")
+        return url
+
+
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    """Refuse redirects: urllib would forward the Authorization header to wherever the endpoint points."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        return None
 
 
 def yes_share(candidates: dict[str, float]) -> float:
@@ -52,17 +80,35 @@ class OpenAIJudge(Judge):
     description = "Truth/info judge models behind an OpenAI-compatible endpoint (completions or chat, with logprobs)."
     Config = OpenAIJudgeConfig
 
+    def __init__(self, config=None):
+        super().__init__(config)
+        self.key = os.environ.get(KEY_ENV)
+        url = urlsplit(self.config.base_url)
+        if self.key and url.scheme != "https" and url.hostname not in LOCAL_HOSTS:
+            raise UserError(f"openai-judge: base_url {self.config.base_url!r} is plain http to another machine: "
+                            f"{KEY_ENV} is set and would travel unencrypted; use https (or a localhost endpoint)")
+        self.opener = urllib.request.build_opener(_NoRedirects)
+        self.announced = False
+
+    def _announce(self):
+        """Say once, on stderr, which host receives the answers (the recipe chose it)."""
+        if not self.announced:
+            host = urlsplit(self.config.base_url).netloc.rpartition("@")[2]
+            print(f"openai-judge: sending answers to {host}"
+                  f"{' with the key from ' + KEY_ENV if self.key else ''}", file=sys.stderr)
+            self.announced = True
+
     def _post(self, path: str, body: dict) -> dict:
         url = self.config.base_url.rstrip("/") + path
         headers = {"Content-Type": "application/json"}
-        key = os.environ.get(self.config.api_key_env)
-        if key:
-            headers["Authorization"] = f"Bearer {key}"
+        if self.key:
+            headers["Authorization"] = f"Bearer {self.key}"
         request = urllib.request.Request(url, data=json.dumps(body).encode(), headers=headers, method="POST")
+        self._announce()
         attempt = 0
         while True:
             try:
-                with urllib.request.urlopen(request, timeout=self.config.timeout_s) as response:
+                with self.opener.open(request, timeout=self.config.timeout_s) as response:
                     return json.loads(response.read())
             except urllib.error.HTTPError as err:
                 if err.code not in RETRY_STATUS or attempt == self.config.max_retries:

@@ -18,7 +18,8 @@ test (answers swapped between the arms per question) for ``truth_info``.
 from __future__ import annotations
 
 import numpy as np
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator
+from pydantic_core import PydanticCustomError
 from scipy import stats
 
 from loctest import PluginConfig, Scorer, Scores
@@ -59,6 +60,29 @@ class InfoTruthConfig(PluginConfig):
     judge_config: dict = Field(default_factory=dict, description="The judge's settings (see `loctest plugins`).")
 
     _prompt = field_validator("prompt")(check_prompt)
+
+    @field_validator("judge_config")
+    @classmethod
+    def _judge_settings(cls, settings: dict, info: ValidationInfo) -> dict:
+        """Checked against the judge's Config when a plugin host is at hand (recipe validation)."""
+        host = (info.context or {}).get("plugins")
+        judge = info.data.get("judge")
+        if host is not None and judge in host.registry("judge"):
+            problem = judge_settings_problem(host.registry("judge").get(judge), settings)
+            if problem:
+                raise PydanticCustomError("judge_config", "{problem}", {"problem": f"{problem} (judge {judge!r})"})
+        return settings
+
+
+def judge_settings_problem(judge: type, settings: dict) -> str | None:
+    """The first problem of a judge's settings, as 'KEY: message' (or the message alone), or None."""
+    try:
+        judge.Config(**settings)
+    except ValidationError as err:
+        first = err.errors()[0]
+        key, message = ".".join(str(p) for p in first["loc"]), first["msg"].removeprefix("Value error, ")
+        return f"{key}: {message}" if key else message
+    return None
 
 
 def first_line(text: str) -> str:
@@ -114,12 +138,10 @@ class InfoTruth(Scorer):
 
         host = context.plugins or create_host()
         cls = host.registry("judge").get(self.config.judge)
-        try:
-            return cls(self.config.judge_config)
-        except ValidationError as err:
-            first = err.errors()[0]
-            key = ".".join(str(p) for p in first["loc"])
-            raise UserError(f"info-truth: judge_config.{key}: {first['msg']} (judge {self.config.judge!r})") from None
+        problem = judge_settings_problem(cls, self.config.judge_config)
+        if problem:
+            raise UserError(f"info-truth: judge_config: {problem} (judge {self.config.judge!r})")
+        return cls(self.config.judge_config)
 
     def score(self, context, interventions) -> Scores:
         judge = self.build_judge(context)  # fail on a bad judge before generating anything
