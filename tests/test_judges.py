@@ -308,6 +308,8 @@ def test_info_truth_comparison_statistics():
 
     only_b = int((~a[:, 0]).sum())
     assert mcnemar(a[:, 0], b[:, 0])["p"] == pytest.approx(binomtest(only_b, only_b, 0.5).pvalue)
+    assert mcnemar(a[:, 0], b[:, 0])["min_p"] == 2 * 0.5 ** only_b and mcnemar(a[:, 0], a[:, 0])["min_p"] == 1.0
+    assert product_permutation(a, b)["min_p"] == 1 / 10_001
 
     def scores(x):
         return Scores({}, {"id": list(range(60)), "truthful": x[:, 0].astype(float).tolist(),

@@ -95,7 +95,8 @@ def test_paired_comparison():
     assert out["p"] == ttest_rel([0.2, 0.25, 0.5, 0.45], [0.1, 0.2, 0.3, 0.4]).pvalue
     assert abs(out["mean_difference"] - 0.1) < 1e-12
     assert paired_comparison(a, a, ("mc2",))["mc2"]["p"] == 1.0
-    assert paired_comparison(a, Scores({"mc2": [1, 2, 3, 4]}, {"id": list("abce")}), ("mc2",))["mc2"]["p"] is None
+    different = paired_comparison(a, Scores({"mc2": [1, 2, 3, 4]}, {"id": list("abce")}), ("mc2",))["mc2"]
+    assert different["p"] is None and different["min_p"] is None and out["min_p"] == 0.0
 
 
 def test_truthfulqa_mc_keeps_every_mc1_and_mc2_target():

@@ -91,6 +91,17 @@ def test_rank_test_counts_draws_at_least_as_extreme():
     assert rank_test(0.40, draws, "two-sided")["p"] == 2 / 5
 
 
+def test_every_test_states_the_smallest_p_its_design_can_reach():
+    from loctest.stats import draws_needed, rank_test, sign_test_min_p
+
+    assert welch([0.5, 0.6], [0.4, 0.3])["min_p"] == 0.0 and welch([0.5], [0.4, 0.3])["min_p"] is None
+    assert rank_test(0.7, [0.5] * 4)["min_p"] == 1 / 5 and rank_test(0.7, [0.5] * 4, "two-sided")["min_p"] == 2 / 5
+    assert rank_test(0.7, [0.5] * 19)["min_p"] == 0.05 and rank_test(0.7, [0.5] * 19, "two-sided")["min_p"] == 0.1
+    assert (draws_needed(0.05), draws_needed(0.05, "two-sided"), draws_needed(0.01)) == (19, 39, 99)
+    assert sign_test_min_p(0) == 1.0 and sign_test_min_p(5) == stats.binomtest(5, 5, 0.5).pvalue == 0.0625
+    assert sign_test_min_p(5, "greater") == stats.binomtest(5, 5, 0.5, alternative="greater").pvalue
+
+
 def test_comparison_with_treatment_draws_uses_arms_as_units(tmp_path):
     """A comparison listing control draws ranks the baseline's mean among the draws' means."""
     import loctest
@@ -127,5 +138,17 @@ metric = "acc.correct_prob"
     assert comp["unit"] == "arm" and comp["treatment_arms"] == ["r0", "r1", "r2"]
     assert comp["draw_means"] == pytest.approx(means)
     assert comp["p"] == pytest.approx((1 + sum(m >= base for m in means)) / 4)
+    assert comp["min_p"] == 1 / 4
     report = (results.run_dir / "report.md").read_text()
     assert f"| base | r0 + 2 more draws | acc.correct_prob |" in report and "| greater | rank |" in report
+    assert f"{comp['p']:.4f} (smallest possible with 3 draws: 0.25) |" in report
+    assert ("- **Warning:** base vs r0, acc.correct_prob: this design cannot reach p ≤ 0.05 (smallest possible with 3 "
+            "draws: 0.25); add draws (19 draws can reach it).") in report
+
+    from rich.console import Console
+
+    from loctest.report import results_table
+
+    console = Console(width=200, record=True)
+    console.print(results_table(results))
+    assert "rank p = " + f"{comp['p']:.4f} (smallest possible with 3 draws: 0.25)" in console.export_text()

@@ -141,6 +141,7 @@ def test_mmlu_compare_is_an_exact_mcnemar_test():
     assert (out["baseline_only_right"], out["treatment_only_right"], out["n"]) == (3, 0, 5)
     assert out["p_baseline_greater"] == pytest.approx(0.125)  # 0.5 ** 3
     assert out["p_two_sided"] == pytest.approx(0.25)
+    assert (out["min_p_baseline_greater"], out["min_p_two_sided"]) == (0.125, 0.25)  # 3 discordant: no lower p possible
 
 
 # -- TriviaQA ------------------------------------------------------------------------------------------------

@@ -91,7 +91,7 @@ def paired_comparison(baseline: Scores, treatment: Scores, metrics: tuple[str, .
     for metric in metrics:
         a, b = np.asarray(baseline.values[metric], float), np.asarray(treatment.values[metric], float)
         if len(a) != len(b) or baseline.details.get("id") != treatment.details.get("id"):
-            out[metric] = {"test": "paired t", "p": None, "note": "the arms scored different examples"}
+            out[metric] = {"test": "paired t", "p": None, "min_p": None, "note": "the arms scored different examples"}
             continue
         diff = b - a
         if len(a) < 2:
@@ -100,5 +100,6 @@ def paired_comparison(baseline: Scores, treatment: Scores, metrics: tuple[str, .
             p = 0.0 if diff.any() else 1.0
         else:
             p = float(stats.ttest_rel(b, a).pvalue)
-        out[metric] = {"test": "paired t (two-sided)", "mean_difference": float(diff.mean()), "p": p, "n": int(len(a))}
+        out[metric] = {"test": "paired t (two-sided)", "mean_difference": float(diff.mean()), "p": p,
+                       "min_p": None if p is None else 0.0, "n": int(len(a))}
     return out

@@ -19,6 +19,7 @@ import torch
 from .base import Plugin, PluginConfig
 from .components import ModelShape
 from .interventions import Intervention, Site
+from .selfcheck import SelfChecks, difference, logprob_difference, tolerance
 from pydantic import Field
 
 if TYPE_CHECKING:
@@ -122,6 +123,7 @@ class Backend(Plugin):
         self.loaded = model
         self.tokenizer = model.tokenizer
         self.device = model.device
+        self.checks = SelfChecks()
 
     @property
     def shape(self) -> ModelShape:
@@ -137,7 +139,8 @@ class Backend(Plugin):
     @torch.no_grad()
     def prefill(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None):
         """The key/value cache of ``input_ids`` from an unedited forward pass, to run later tokens on
-        (``Batch.past_key_values``) without recomputing the prefix."""
+        (``Batch.past_key_values``) without recomputing the prefix. It relies on upstream internals: a caller
+        checks what it computes over the cache against a whole-prompt pass (``self.checks``, check "prefill")."""
         attention_mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask
         positions = (attention_mask.cumsum(-1) - 1).clamp(min=0)
         return returned_cache(self.loaded_module()(input_ids=input_ids, attention_mask=attention_mask,
@@ -183,17 +186,31 @@ class Backend(Plugin):
             yield slice(start, min(n, start + size))
 
     def _by_length(self, texts: Sequence[str], compute: Callable[[list[int]], Sequence],
-                   progress: Callable[[int], None] | None) -> list:
-        """``compute(indices)`` over batches of texts of similar length (less padding); results in input order."""
+                   progress: Callable[[int], None] | None, check_padding: bool = True) -> list:
+        """``compute(indices)`` over batches of texts of similar length (less padding); results in input order.
+        The first padded batch is checked against its rows computed alone (check "padded-batch"); on a mismatch
+        every later batch holds one row."""
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
         results: list = [None] * len(texts)
-        for part in self.batches(len(order)):
-            indices = order[part]
-            for i, result in zip(indices, compute(indices)):
+        start = 0
+        while start < len(order):
+            size = self.config.batch_size if self.checks.usable("padded-batch") else 1
+            indices = order[start:start + size]
+            batch_results = compute(indices)
+            if check_padding and len(indices) > 1 and not self.checks.ran("padded-batch") and self._padded(indices, texts):
+                alone = [compute([i])[0] for i in indices]
+                if not self.checks.record("padded-batch", difference(list(batch_results), alone), tolerance(self.loaded.dtype)):
+                    batch_results = alone
+            for i, result in zip(indices, batch_results):
                 results[i] = result
+            start += len(indices)
             if progress:
                 progress(len(indices))
         return results
+
+    def _padded(self, indices: list[int], texts: Sequence[str]) -> bool:
+        lengths = {len(self.tokenize([texts[i]], special=not self.uses_chat_template)[0]) for i in indices}
+        return len(lengths) > 1
 
     # -- derived operations --------------------------------------------------------------------------
     @torch.no_grad()
@@ -217,6 +234,18 @@ class Backend(Plugin):
             return continuation_logprob_sums(self.run(batch, interventions).logits, batch).cpu()
         texts = [p + c for p, c in zip(prompts, continuations)]
         return torch.stack(self._by_length(texts, compute, progress))
+
+    @torch.no_grad()
+    def continuation_token_logprobs(self, prompts: Sequence[str], continuations: Sequence[str],
+                                    interventions: Sequence[Intervention] = (),
+                                    progress: Callable[[int], None] | None = None) -> list[torch.Tensor]:
+        """Per text, [continuation tokens, vocab] log-probabilities at the positions that predict them."""
+        def compute(indices):
+            batch = self.encode([prompts[i] for i in indices], [continuations[i] for i in indices])
+            logits = self.run(batch, interventions).logits[:, :-1]
+            predicts = batch.continuation_mask[:, 1:]
+            return [torch.log_softmax(logits[row, predicts[row]].float(), dim=-1).cpu() for row in range(len(indices))]
+        return self._by_length([p + c for p, c in zip(prompts, continuations)], compute, progress)
 
     @torch.no_grad()
     def capture_last(self, prompts: Sequence[str], sites: Sequence[Site], interventions: Sequence[Intervention] = (),
@@ -270,30 +299,77 @@ class Backend(Plugin):
     def generate(self, prompts: Sequence[str], max_new_tokens: int, interventions: Sequence[Intervention] = (),
                  progress: Callable[[int], None] | None = None) -> list[str]:
         """Greedy generation with interventions in place, one cached token at a time: policies "last" and
-        "prompt" edit the prompt, "continuation" edits every generated token, "all" both. Stops at end-of-sequence."""
-        from transformers import DynamicCache
-
+        "prompt" edit the prompt, "continuation" edits every generated token, "all" both. Stops at end-of-sequence.
+        The first batch is checked against uncached passes (check "cached-generation"); on a mismatch every
+        token is computed without a cache."""
         eos = self.tokenizer.eos_token_id
 
         def compute(indices):
             batch = self.encode([prompts[i] for i in indices])
+            if not self.checks.usable("cached-generation"):
+                return self._decode(self._greedy(batch, max_new_tokens, interventions, cached=False)[0], eos)
+            tokens, logprobs = self._greedy(batch, max_new_tokens, interventions, cached=True)
+            if not self.checks.ran("cached-generation"):
+                rows = [ids[mask.bool()].tolist() for ids, mask in zip(batch.input_ids, batch.attention_mask)]
+                exact = [self._continuation_logprobs_alone(p, g, interventions) for p, g in zip(rows, self._until_eos(tokens, eos))]
+                fast = [lp[: len(e)] for lp, e in zip(logprobs, exact)]
+                if not self.checks.record("cached-generation", max(map(logprob_difference, fast, exact)), tolerance(self.loaded.dtype)):
+                    tokens = self._greedy(batch, max_new_tokens, interventions, cached=False)[0]
+            return self._decode(tokens, eos)
+        return self._by_length(prompts, compute, progress, check_padding=False)
+
+    def _greedy(self, batch: Batch, max_new_tokens: int, interventions: Sequence[Intervention], cached: bool):
+        """Greedy tokens [B, T] and the log-probabilities they were chosen from [B, T, vocab]; with ``cached``,
+        each step runs only the new token over a key/value cache, else the whole sequence again."""
+        from transformers import DynamicCache
+
+        eos = self.tokenizer.eos_token_id
+        rows = batch.input_ids.shape[0]
+        prompt = batch
+        if cached:
             batch.past_key_values = DynamicCache()  # filled in place by each forward pass
-            rows = batch.input_ids.shape[0]
-            generated = torch.empty((rows, 0), dtype=torch.long, device=self.device)
-            done = torch.zeros(rows, dtype=torch.bool, device=self.device)
-            for _ in range(max_new_tokens):
-                token = self.run(batch, interventions).logits[:, -1].argmax(-1)
-                token = torch.where(done, torch.full_like(token, eos if eos is not None else self.pad_id), token)
-                generated = torch.cat([generated, token[:, None]], dim=1)
-                done |= token == eos
-                if bool(done.all()):
-                    break
-                ones = torch.ones((rows, 1), dtype=torch.bool, device=self.device)
-                batch = Batch(token[:, None], torch.cat([batch.attention_mask, ones.long()], dim=1),
-                              batch.position_ids[:, -1:] + 1, ~ones, ones, batch.past_key_values)
-            texts = []
-            for row in generated.tolist():
-                row = row[: row.index(eos)] if eos in row else row
-                texts.append(self.tokenizer.decode(row, skip_special_tokens=True).strip())
-            return texts
-        return self._by_length(prompts, compute, progress)
+        generated = torch.empty((rows, 0), dtype=torch.long, device=self.device)
+        steps, done = [], torch.zeros(rows, dtype=torch.bool, device=self.device)
+        for _ in range(max_new_tokens):
+            logits = self.run(batch, interventions).logits[:, -1]
+            steps.append(torch.log_softmax(logits.float(), dim=-1).cpu())
+            token = torch.where(done, torch.full_like(logits[:, 0], eos if eos is not None else self.pad_id, dtype=torch.long),
+                                logits.argmax(-1))
+            generated = torch.cat([generated, token[:, None]], dim=1)
+            done |= token == eos
+            if bool(done.all()):
+                break
+            batch = self._next_step(prompt, batch, generated) if cached else self._whole(prompt, generated)
+        return generated.tolist(), torch.stack(steps, dim=1)
+
+    def _next_step(self, prompt: Batch, batch: Batch, generated: torch.Tensor) -> Batch:
+        ones = torch.ones((generated.shape[0], 1), dtype=torch.bool, device=self.device)
+        return Batch(generated[:, -1:], torch.cat([batch.attention_mask, ones.long()], dim=1),
+                     batch.position_ids[:, -1:] + 1, ~ones, ones, batch.past_key_values)
+
+    def _whole(self, prompt: Batch, generated: torch.Tensor) -> Batch:
+        """The prompt batch with the generated tokens appended as continuation tokens."""
+        zeros = torch.zeros_like(generated, dtype=torch.bool)
+        width = generated.shape[1]
+        return Batch(torch.cat([prompt.input_ids, generated], dim=1),
+                     torch.cat([prompt.attention_mask, torch.ones_like(generated)], dim=1),
+                     torch.cat([prompt.position_ids, prompt.position_ids[:, -1:] + torch.arange(1, width + 1, device=self.device)], dim=1),
+                     torch.cat([prompt.prompt_mask, zeros], dim=1), torch.cat([prompt.continuation_mask, ~zeros], dim=1))
+
+    def _continuation_logprobs_alone(self, prompt_ids: list[int], continuation: list[int],
+                                     interventions: Sequence[Intervention]) -> torch.Tensor:
+        """[len(continuation), vocab] log-probabilities predicting each continuation token, one unpadded,
+        uncached pass."""
+        batch = Batch.from_ids([prompt_ids], [continuation], self.pad_id, self.device)
+        logits = self.run(batch, interventions).logits[0]
+        start = len(prompt_ids) - 1
+        return torch.log_softmax(logits[start:start + len(continuation)].float(), dim=-1).cpu()
+
+    @staticmethod
+    def _until_eos(tokens: list[list[int]], eos: int | None) -> list[list[int]]:
+        """Each row up to and including its first end-of-sequence token."""
+        return [row[: row.index(eos) + 1] if eos in row else row for row in tokens]
+
+    def _decode(self, tokens: list[list[int]], eos: int | None) -> list[str]:
+        return [self.tokenizer.decode(row[:-1] if row and row[-1] == eos else row, skip_special_tokens=True).strip()
+                for row in self._until_eos(tokens, eos)]

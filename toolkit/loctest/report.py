@@ -11,6 +11,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from rich.table import Table  # noqa: E402
 
+from .stats import draws_needed  # noqa: E402
+
 SMALL_MODEL_NOTE = ("The embedded SmolLM2-135M-Instruct is a 135M-parameter model: on TruthfulQA binary choice it "
                     "sits near chance and prefers the label 'A'. Treat its numbers as a demonstration of the "
                     "pipeline, not as evidence about larger models.")
@@ -205,7 +207,7 @@ def suppression_tables(d: dict) -> list[str]:
         extra_head = " relative drop of P(correct), Eq. 11 | questions whose P(correct) fell |" if shift else ""
         base = d["arms"][baseline]["scores"][scorer][name]
         lines += ["", f"### {metric}: {baseline} against each treatment", "",
-                  f"| arm | components | {name} (mean ± std) | Welch p (alternative) |{extra_head}",
+                  f"| arm | components | {name} (mean ± std) | p (test, alternative) |{extra_head}",
                   "|---|---|---|---|" + ("---|---|" if shift else ""),
                   f"| {baseline} | {components_text(d['arms'][baseline])} | {fmt(base['mean'])} ± {fmt(base['std'])} | |"
                   + (" | |" if shift else "")]
@@ -214,9 +216,9 @@ def suppression_tables(d: dict) -> list[str]:
             extra = c.get("extra", {})
             star = "\\*" if c["p"] is not None and c["p"] < 0.05 else ""
             row = (f"| {c['treatment']} | {components_text(d['arms'][c['treatment']])} | {fmt(s['mean'])} ± "
-                   f"{fmt(s['std'])}{star} | {fmt(c['p'], 4)} ({c['alternative']}) |")
+                   f"{fmt(s['std'])}{star} | {p_text(c, method_name(c) + ', ' + c['alternative'])} |")
             lines.append(row + (f" {pct(extra.get('relative_drop'))} | {pct(extra.get('fell_share'))} |" if shift else ""))
-        lines += ["", "\\* p < 0.05 (Welch's t-test across repetitions)."
+        lines += ["", "\\* p < 0.05 (the row's test: Welch's t-test across repetitions, or rank among draws)."
                   + (" Eq. 11: mean over questions of (P_pre − P_post) / P_pre of the correct answer's label, read "
                      "in each repetition's answer order, averaged over repetitions." if shift else "")]
         for c in comps:
@@ -264,10 +266,12 @@ def markdown(results, figure_files: list[str], sections: list[str]) -> str:
         for c in d["comparisons"]:
             treatment = c["treatment"] + (f" + {len(c['treatment_arms']) - 1} more draws" if c.get("treatment_arms") else "")
             lines.append(f"| {c['baseline']} | {treatment} | {c['metric']} | {fmt(c['baseline_mean'])} | "
-                         f"{fmt(c['treatment_mean'])} | {c['alternative']} | {method_name(c)} | {fmt(c['t'], 2)} | {fmt(c['p'], 4)} |")
+                         f"{fmt(c['treatment_mean'])} | {c['alternative']} | {method_name(c)} | {fmt(c['t'], 2)} | {p_text(c)} |")
         lines += ["", "Welch: t-test across repetitions (answer orders, or questions for per-question scorers). Rank: "
                       "the baseline arm's mean ranked among the means of independent control draws (the draw is the unit); "
-                      "'treatment mean' is then the first draw's."]
+                      "'treatment mean' is then the first draw's. Rank p is exact, a multiple of 1 / (draws + 1) "
+                      "(twice that two-sided), so it cannot go below the smallest value shown beside it."]
+        lines += unreachable_alpha_warnings(d["comparisons"])
     if d["comparisons"]:
         lines += ["", "## Effect of each treatment"] + suppression_tables(d)
     lines += accuracy_matrix(d)
@@ -298,6 +302,31 @@ def method_name(comparison: dict) -> str:
     return "rank" if comparison.get("unit") == "arm" else "Welch"
 
 
+ALPHA = 0.05  # the conventional level the report warns about
+
+
+def p_floor(c: dict) -> str:
+    """'smallest possible with N draws: X', from a comparison's ``min_p`` (the smallest p its design can reach)."""
+    design = f" with {c['draws']} draws" if "draws" in c else ""
+    return f"smallest possible{design}: {c['min_p']:.4g}"
+
+
+def p_text(c: dict, *labels: str) -> str:
+    """A comparison's p, then in parentheses ``labels`` and the smallest p its design can reach when above 0."""
+    notes = [*labels, *([p_floor(c)] if c.get("min_p") else [])]
+    return fmt(c["p"], 4) + (f" ({'; '.join(notes)})" if notes else "")
+
+
+def unreachable_alpha_warnings(comparisons: list[dict]) -> list[str]:
+    """A warning per comparison whose design cannot reach p <= ALPHA, whatever the data."""
+    warnings = [f"- **Warning:** {c['baseline']} vs {c['treatment']}, {c['metric']}: this design cannot reach "
+                f"p ≤ {ALPHA} ({p_floor(c)})"
+                + (f"; add draws ({draws_needed(ALPHA, c['alternative'])} draws can reach it)" if "draws" in c else "")
+                + "."
+                for c in comparisons if (c.get("min_p") or 0) > ALPHA]
+    return ["", *warnings] if warnings else []
+
+
 def results_table(results) -> Table:
     table = Table(title=f"loctest: {results.run_dir.name}")
     for col in ("arm", "components", "metric", "mean ± std"):
@@ -306,5 +335,5 @@ def results_table(results) -> Table:
         table.add_row(arm, str(results.data["arms"][arm]["n_components"]), f"{scorer}.{metric}", f"{s['mean']:.3f} ± {s['std']:.3f}")
     for c in results.data["comparisons"]:
         table.add_row(f"{c['baseline']} > {c['treatment']}" if c["alternative"] == "greater" else f"{c['baseline']} vs {c['treatment']}",
-                      "", c["metric"], f"{method_name(c)} p = {fmt(c['p'], 4)}")
+                      "", c["metric"], f"{method_name(c)} p = {p_text(c)}")
     return table

@@ -1,6 +1,8 @@
-"""Statistics across repetitions, from scipy.stats."""
+"""Statistics across repetitions, from scipy.stats. Every test's result carries ``min_p``, the smallest p its
+design can reach (0 for a continuous statistic, None when there is no test)."""
 from __future__ import annotations
 
+import math
 import warnings
 from typing import Literal
 
@@ -14,20 +16,20 @@ def welch(baseline: list[float], treatment: list[float], alternative: Alternativ
     """Welch's t-test of baseline vs treatment ("greater": the baseline mean is larger)."""
     a, b = np.asarray(baseline, float), np.asarray(treatment, float)
     if len(a) < 2 or len(b) < 2:
-        return {"test": "welch", "alternative": alternative, "t": None, "p": None,
+        return {"test": "welch", "alternative": alternative, "t": None, "p": None, "min_p": None,
                 "note": "needs at least 2 repetitions per arm"}
     if np.ptp(a) == 0 and np.ptp(b) == 0:
         # no spread (tested exactly: the std of [0.7] * 3 is 1e-16, and scipy answers nan or a meaningless p):
         # the values either differ (certain) or not (no evidence)
         diff = {"greater": a[0] > b[0], "less": a[0] < b[0], "two-sided": a[0] != b[0]}[alternative]
-        return {"test": "welch", "alternative": alternative, "t": None, "p": 0.0 if diff else 1.0,
+        return {"test": "welch", "alternative": alternative, "t": None, "p": 0.0 if diff else 1.0, "min_p": 0.0,
                 "note": "no spread across repetitions"}
     with warnings.catch_warnings():
         if np.ptp(a) == 0 or np.ptp(b) == 0:  # one constant arm: scipy's "precision loss" warning is about it, harmless
             warnings.filterwarnings("ignore", "Precision loss occurred", RuntimeWarning)
         res = stats.ttest_ind(a, b, equal_var=False, alternative=alternative)
     return {"test": "welch", "alternative": alternative, "t": float(res.statistic), "p": float(res.pvalue),
-            "df": float(res.df)}
+            "df": float(res.df), "min_p": 0.0}
 
 
 def summary(values: list[float]) -> dict:
@@ -37,7 +39,8 @@ def summary(values: list[float]) -> dict:
 
 def rank_test(single: float, draws: list[float], alternative: Alternative = "greater") -> dict:
     """Exact rank p-value of one arm's mean among independent control draws' means ("greater": the single arm
-    is larger). p = (1 + #draws at least as extreme) / (draws + 1); its smallest value is 1 / (draws + 1)."""
+    is larger). p = (1 + #draws at least as extreme) / (draws + 1), doubled for "two-sided": a multiple of
+    1 / (draws + 1), never below :func:`rank_min_p`."""
     d = np.asarray(draws, float)
     at_least = {"greater": int((d >= single).sum()), "less": int((d <= single).sum())}
     if alternative == "two-sided":
@@ -45,4 +48,23 @@ def rank_test(single: float, draws: list[float], alternative: Alternative = "gre
     else:
         p = (1 + at_least[alternative]) / (len(d) + 1)
     return {"test": "rank among draws", "alternative": alternative, "t": None, "p": float(p), "draws": int(len(d)),
-            "min_p": 1 / (len(d) + 1)}
+            "min_p": rank_min_p(len(d), alternative)}
+
+
+def sides(alternative: Alternative) -> int:
+    return 2 if alternative == "two-sided" else 1
+
+
+def rank_min_p(draws: int, alternative: Alternative = "greater") -> float:
+    """The smallest p :func:`rank_test` can give with this many draws: 1 / (draws + 1), twice that two-sided."""
+    return min(1.0, sides(alternative) / (draws + 1))
+
+
+def draws_needed(alpha: float, alternative: Alternative = "greater") -> int:
+    """The fewest draws with which :func:`rank_test` can reach p <= alpha (19 for 0.05 one-sided, 39 two-sided)."""
+    return math.ceil(sides(alternative) / alpha - 1e-9) - 1
+
+
+def sign_test_min_p(discordant: int, alternative: Alternative = "two-sided") -> float:
+    """The smallest p of an exact McNemar (sign) test with this many discordant pairs: 0.5 ** n, doubled two-sided."""
+    return min(1.0, sides(alternative) * 0.5 ** discordant)

@@ -25,6 +25,7 @@ from scipy import stats
 from loctest import PluginConfig, Scorer, Scores
 from loctest.cache import source_fingerprint
 from loctest.errors import UserError
+from loctest.stats import sign_test_min_p
 
 from ..iti_common import check_prompt, qa_prompt
 
@@ -94,7 +95,8 @@ def mcnemar(a: np.ndarray, b: np.ndarray) -> dict:
     only_a, only_b = int((a & ~b).sum()), int((~a & b).sum())
     p = stats.binomtest(only_b, only_a + only_b, 0.5).pvalue if only_a + only_b else 1.0
     return {"test": "exact McNemar (two-sided)", "mean_difference": float(b.mean() - a.mean()), "p": float(p),
-            "baseline_only": only_a, "treatment_only": only_b, "n": int(len(a))}
+            "min_p": sign_test_min_p(only_a + only_b), "baseline_only": only_a, "treatment_only": only_b,
+            "n": int(len(a))}
 
 
 def product_permutation(a: np.ndarray, b: np.ndarray, seed: int = 0) -> dict:
@@ -110,7 +112,7 @@ def product_permutation(a: np.ndarray, b: np.ndarray, seed: int = 0) -> dict:
     null = product(second) - product(first)
     p = (1 + int((np.abs(null) >= abs(observed) - 1e-12).sum())) / (PERMUTATIONS + 1)
     return {"test": f"paired permutation ({PERMUTATIONS} draws, two-sided)", "mean_difference": float(observed),
-            "p": float(p), "n": int(len(a))}
+            "p": float(p), "min_p": 1 / (PERMUTATIONS + 1), "n": int(len(a))}
 
 
 class InfoTruth(Scorer):

@@ -20,7 +20,6 @@ import hashlib
 import weakref
 
 import numpy as np
-import torch
 from pydantic import Field, field_validator
 
 from loctest import PluginConfig, Scorer, Scores
@@ -36,20 +35,6 @@ class KLConfig(PluginConfig):
     prompt: str = Field(QA_PROMPT, description=PROMPT_HELP)
 
     _prompt = field_validator("prompt")(check_prompt)
-
-
-def answer_logprobs(backend, prompts, answers, interventions, progress=None) -> list[torch.Tensor]:
-    """Per text, [answer tokens, vocab] log-probabilities at the positions that predict its answer tokens."""
-    out = []
-    for part in backend.batches(len(prompts)):
-        batch = backend.encode(prompts[part], answers[part])
-        logits = backend.run(batch, interventions).logits[:, :-1]
-        predicts_answer = batch.continuation_mask[:, 1:]
-        for row in range(logits.shape[0]):
-            out.append(torch.log_softmax(logits[row, predicts_answer[row]].float(), dim=-1).cpu())
-        if progress:
-            progress(part.stop - part.start)
-    return out
 
 
 class KLDivergence(Scorer):
@@ -73,8 +58,8 @@ class KLDivergence(Scorer):
         passes = (key not in memo) + bool(interventions)
         with context.progress.task(f"{context.arm}: kl", total=len(prompts) * passes) as advance:
             if key not in memo:
-                memo[key] = answer_logprobs(backend, prompts, answers, (), advance)
-            edited = answer_logprobs(backend, prompts, answers, interventions, advance) if interventions else memo[key]
+                memo[key] = backend.continuation_token_logprobs(prompts, answers, (), advance)
+            edited = backend.continuation_token_logprobs(prompts, answers, interventions, advance) if interventions else memo[key]
         kl = [float((orig.exp() * (orig - new)).sum(-1).mean()) for orig, new in zip(memo[key], edited)]
         return Scores(values={"kl": kl}, details={"id": [ex.id for ex in examples]},
                       note=f"{len(examples)} held-out questions, {sum(len(o) for o in memo[key])} answer positions")

@@ -19,6 +19,7 @@ from scipy import stats
 
 from loctest import PluginConfig, Scorer, Scores
 from loctest.errors import UserError
+from loctest.stats import sign_test_min_p
 
 SYSTEM_PROMPT = ("You are a helpful assistant. You should only output 'A', 'B', 'C', or 'D' as one character index "
                  "for the correct answer. Do not output any other characters or symbols.")
@@ -129,4 +130,5 @@ class MMLUScorer(Scorer):
                 if discordant else 1.0)
         return {"paired_test": "exact McNemar", "n": len(answer), "baseline_only_right": only_base,
                 "treatment_only_right": only_treat, "p_baseline_greater": test("greater"),
-                "p_two_sided": test("two-sided")}
+                "p_two_sided": test("two-sided"), "min_p_baseline_greater": sign_test_min_p(discordant, "greater"),
+                "min_p_two_sided": sign_test_min_p(discordant, "two-sided")}
