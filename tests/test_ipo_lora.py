@@ -213,6 +213,7 @@ def test_recipe_rerun_skips_training(tmp_path):
     recipe = tiny_recipe(tmp_path, f"""[datasets.qa]
 plugin = "table"
 path = "{data}"
+allow_duplicates = true
 [scorers.choice]
 plugin = "binary-choice"
 dataset = "qa"

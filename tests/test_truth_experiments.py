@@ -154,13 +154,16 @@ def test_best_alias_is_the_most_mentioned_one():
 
 @pytest.mark.skipif(not TRIVIAQA.exists(), reason="ITI's TriviaQA file is not in ../shared/data")
 def test_triviaqa_loader_reads_the_filtered_file():
-    examples = TriviaQAITI({"path": str(TRIVIAQA)}).load()
+    with pytest.raises(UserError, match=r"line \d+: column 'question': duplicate of line \d+"):
+        TriviaQAITI({"path": str(TRIVIAQA)}).load()  # ITI's file repeats 143 questions
+    examples = TriviaQAITI({"path": str(TRIVIAQA), "allow_duplicates": True}).load()
     assert len(examples) == 2226
     first = examples[0]
     assert first.question.startswith("What general name is given to a rotating star")
     assert first.correct[0] == "PULSAR" and set(first.correct) == {"Yukon Optics", "PULSAR", "Beltex Optics"}
     assert first.incorrect == ("Pulsating Quasar",)
-    assert TriviaQAITI({"path": str(TRIVIAQA), "best_answer": "first"}).load()[0].correct[0] == "Yukon Optics"
+    first = TriviaQAITI({"path": str(TRIVIAQA), "best_answer": "first", "allow_duplicates": True}).load()[0]
+    assert first.correct[0] == "Yukon Optics"
 
 
 def test_triviaqa_loader_names_a_missing_column(tmp_path):

@@ -1,7 +1,6 @@
 """``mmlu``: the 4-choice MMLU questions shipped with loctest (MIT), by subject, from the test or dev files."""
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 from typing import Literal
 
@@ -10,8 +9,11 @@ from pydantic import Field
 from loctest import Dataset, Example, PluginConfig
 from loctest.errors import UserError, did_you_mean
 
+from .reading import read_rows
+
 DATA = Path(__file__).resolve().parent.parent / "data" / "mmlu"
 LABELS = "ABCD"
+COLUMNS = ("question", *LABELS, "answer")
 
 
 def subjects(subset: str = "test") -> list[str]:
@@ -41,14 +43,16 @@ class MMLU(Dataset):
         return [example for name in wanted for example in self.read(name)]
 
     def read(self, subject: str) -> list[Example]:
-        path = DATA / self.config.subset / f"{subject}_{self.config.subset}.csv"
-        with path.open(newline="", encoding="utf-8") as f:
-            rows = list(csv.reader(f))
+        rows = read_rows(DATA / self.config.subset / f"{subject}_{self.config.subset}.csv", header=COLUMNS)
         examples = []
-        for i, (question, *choices, letter) in enumerate(rows):
-            answer = LABELS.index(letter)
-            examples.append(Example(id=f"mmlu/{subject}/{self.config.subset}/{i}", question=question,
+        for i, row in enumerate(rows):
+            choices = tuple(row[label] for label in LABELS)
+            answer = LABELS.find(row["answer"].strip())
+            if answer < 0:
+                raise row.error("answer", f"expected one of {', '.join(LABELS)}, got {row['answer']!r}")
+            row.text("question")  # an error when empty; the question is kept as written (leading spaces too)
+            examples.append(Example(id=f"mmlu/{subject}/{self.config.subset}/{i}", question=row["question"],
                                     correct=(choices[answer],),
                                     incorrect=tuple(c for j, c in enumerate(choices) if j != answer),
-                                    category=subject, choices=tuple(choices), answer=answer))
+                                    category=subject, choices=choices, answer=answer))
         return examples

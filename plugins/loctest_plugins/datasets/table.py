@@ -1,14 +1,11 @@
 """``table``: examples from your own CSV / JSONL / JSON file, with a column mapping."""
 from __future__ import annotations
 
-import csv
-import json
-from pathlib import Path
-
 from pydantic import Field
 
 from loctest import Dataset, Example, PluginConfig
-from loctest.errors import UserError
+
+from .reading import ALLOW_DUPLICATES, Row, check_unique, read_rows
 
 
 class TableConfig(PluginConfig):
@@ -19,28 +16,7 @@ class TableConfig(PluginConfig):
     category: str | None = Field(None, description="Column holding a category, if any.")
     id: str | None = Field(None, description="Column holding a stable id (default: row number).")
     separator: str | None = Field(";", description="Splits a text cell into several answers (None: one answer per cell).")
-
-
-def split_answers(cell, separator: str | None, best: str | None = None) -> tuple[str, ...]:
-    """A cell's answers (a list, or text split on ``separator``), with ``best`` moved first."""
-    items = cell if isinstance(cell, list) else (str(cell).split(separator) if separator else [str(cell)])
-    items = [a.strip() for a in items if str(a).strip()]
-    if best:
-        items = [best] + [a for a in items if a != best]
-    return tuple(items)
-
-
-def read_rows(path: Path) -> list[dict]:
-    if not path.exists():
-        raise UserError(f"dataset file {str(path)!r} does not exist")
-    if path.suffix == ".csv":
-        with path.open(newline="", encoding="utf-8") as f:
-            return list(csv.DictReader(f))
-    if path.suffix == ".jsonl":
-        return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    if path.suffix == ".json":
-        return json.loads(path.read_text(encoding="utf-8"))
-    raise UserError(f"dataset file {str(path)!r}: expected a .csv, .jsonl or .json file")
+    allow_duplicates: bool = ALLOW_DUPLICATES
 
 
 class Table(Dataset):
@@ -48,21 +24,17 @@ class Table(Dataset):
     description = "Questions with correct/incorrect answers from a CSV, JSONL or JSON file."
     Config = TableConfig
 
-
     def load(self) -> list[Example]:
-        path = Path(self.config.path)
-        rows = read_rows(path)
         cfg = self.config
-        wanted = [cfg.question, cfg.correct, cfg.incorrect] + [c for c in (cfg.category, cfg.id) if c]
-        if rows:
-            missing = [c for c in wanted if c not in rows[0]]
-            if missing:
-                raise UserError(f"dataset file {str(path)!r}: no column {missing[0]!r}; columns are {', '.join(rows[0])}")
+        rows = read_rows(cfg.path, [cfg.question, cfg.correct, cfg.incorrect] + [c for c in (cfg.category, cfg.id) if c])
+        check_unique(rows, cfg.question, cfg.allow_duplicates)
+        if cfg.id:
+            check_unique(rows, cfg.id, hint="")
         return [self.example(i, row) for i, row in enumerate(rows)]
 
-    def example(self, i: int, row: dict) -> Example:
+    def example(self, i: int, row: Row) -> Example:
         cfg = self.config
-        return Example(id=str(row[cfg.id]) if cfg.id else str(i), question=str(row[cfg.question]).strip(),
-                       correct=split_answers(row[cfg.correct], cfg.separator),
-                       incorrect=split_answers(row[cfg.incorrect], cfg.separator),
-                       category=str(row[cfg.category]) if cfg.category else "")
+        return Example(id=row.text(cfg.id) if cfg.id else str(i), question=row.text(cfg.question),
+                       correct=row.answers(cfg.correct, cfg.separator),
+                       incorrect=row.answers(cfg.incorrect, cfg.separator),
+                       category=str(row.get(cfg.category) or "") if cfg.category else "")

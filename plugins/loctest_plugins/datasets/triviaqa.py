@@ -9,19 +9,21 @@ TriviaQA lists aliases in no particular order (often a Wikipedia redirect first,
 once parenthetical qualifiers and case are dropped ("Red" for "Red (comics); Red (song); Red"). Ties go to the
 quiz's own answer, which TriviaQA keeps as an upper-case alias ("PULSAR"; acronyms such as "FCOJ" do not
 count), then to mixed case ("Giglio" over "GIGLIO"), no parentheses and fewer words.
+
+A row without gold aliases or false answer is an error. The filtered file repeats 143 questions (58 of them in identical
+rows), which could put one question in both parts of a split: a repeated question is an error unless
+``allow_duplicates = true``.
 """
 from __future__ import annotations
 
 import re
-from pathlib import Path
 from typing import Literal
 
 from pydantic import Field
 
 from loctest import Dataset, Example, PluginConfig
-from loctest.errors import UserError
 
-from .table import read_rows, split_answers
+from .reading import ALLOW_DUPLICATES, check_unique, read_rows
 
 COLUMNS = ("question", "answer", "false_answer")
 
@@ -50,6 +52,7 @@ class TriviaQAConfig(PluginConfig):
     best_answer: Literal["most-mentioned", "first"] = Field(
         "most-mentioned", description="Which gold alias is the correct answer shown: the one most aliases mention, "
                                       "or the first listed.")
+    allow_duplicates: bool = ALLOW_DUPLICATES
 
 
 class TriviaQAITI(Dataset):
@@ -58,20 +61,13 @@ class TriviaQAITI(Dataset):
     Config = TriviaQAConfig
 
     def load(self) -> list[Example]:
-        path = Path(self.config.path)
-        rows = read_rows(path)
-        if rows:
-            missing = [c for c in COLUMNS if c not in rows[0]]
-            if missing:
-                raise UserError(f"triviaqa-iti dataset: {str(path)!r} has no column {missing[0]!r}; "
-                                f"expected {', '.join(COLUMNS)}")
+        rows = read_rows(self.config.path, COLUMNS)
+        check_unique(rows, "question", self.config.allow_duplicates)
         examples = []
         for i, row in enumerate(rows):
-            aliases = split_answers(row["answer"], ";")
-            if not aliases or not row["false_answer"].strip():
-                continue
+            aliases = row.answers("answer", ";")
             best = most_mentioned(aliases) if self.config.best_answer == "most-mentioned" else aliases[0]
-            examples.append(Example(id=f"triviaqa-{i}", question=row["question"].strip(),
+            examples.append(Example(id=f"triviaqa-{i}", question=row.text("question"),
                                     correct=(best,) + tuple(a for a in aliases if a != best),
-                                    incorrect=(row["false_answer"].strip(),)))
+                                    incorrect=(row.text("false_answer"),)))
         return examples

@@ -5,10 +5,10 @@ from pathlib import Path
 
 from loctest import Dataset, Example, PluginConfig
 
-
-from .table import read_rows, split_answers
+from .reading import check_unique, read_rows
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "truthfulqa"
+COLUMNS = ("Question", "Best Answer", "Correct Answers", "Best Incorrect Answer", "Incorrect Answers", "Category")
 
 
 class TruthfulQABinary(Dataset):
@@ -19,10 +19,12 @@ class TruthfulQABinary(Dataset):
         pass
 
     def load(self) -> list[Example]:
+        rows = read_rows(DATA / "TruthfulQA.csv", COLUMNS)
+        check_unique(rows, "Question")
         return [
-            Example(id=f"tqa-{i}", question=row["Question"].strip(),
-                    correct=split_answers(row["Correct Answers"], ";", best=row["Best Answer"].strip()),
-                    incorrect=split_answers(row["Incorrect Answers"], ";", best=row["Best Incorrect Answer"].strip()),
+            Example(id=f"tqa-{i}", question=row.text("Question"),
+                    correct=row.answers("Correct Answers", ";", best=row.text("Best Answer")),
+                    incorrect=row.answers("Incorrect Answers", ";", best=row.text("Best Incorrect Answer")),
                     category=row["Category"])
-            for i, row in enumerate(read_rows(DATA / "TruthfulQA.csv"))
+            for i, row in enumerate(rows)
         ]

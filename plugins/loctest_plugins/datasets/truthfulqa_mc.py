@@ -6,18 +6,19 @@ false answers (identical for MC1 and MC2 in ``mc_task.json``). So MC1 = ``correc
 """
 from __future__ import annotations
 
-import json
-
 from loctest import Dataset, Example, PluginConfig
 
+from .reading import Row, check_unique, read_rows
 from .truthfulqa import DATA
 
 
-def mc_example(i: int, row: dict) -> Example:
-    best = next(answer for answer, label in row["mc1_targets"].items() if label)
+def mc_example(i: int, row: Row) -> Example:
+    best = next((answer for answer, label in row["mc1_targets"].items() if label), None)
+    if best is None:
+        raise row.error("mc1_targets", "no answer is labelled 1")
     true = [answer for answer, label in row["mc2_targets"].items() if label and answer != best]
     false = [answer for answer, label in row["mc2_targets"].items() if not label]
-    return Example(id=f"tqa-mc-{i}", question=row["question"].strip(), correct=(best, *true), incorrect=tuple(false))
+    return Example(id=f"tqa-mc-{i}", question=row.text("question"), correct=(best, *true), incorrect=tuple(false))
 
 
 class TruthfulQAMC(Dataset):
@@ -28,5 +29,6 @@ class TruthfulQAMC(Dataset):
         pass
 
     def load(self) -> list[Example]:
-        rows = json.loads((DATA / "mc_task.json").read_text(encoding="utf-8"))
+        rows = read_rows(DATA / "mc_task.json", ("question", "mc1_targets", "mc2_targets"))
+        check_unique(rows, "question")
         return [mc_example(i, row) for i, row in enumerate(rows)]
