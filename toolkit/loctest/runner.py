@@ -1,10 +1,14 @@
 """Executes a validated recipe: locate, edit and score every arm, compare arms, write the run directory."""
 from __future__ import annotations
 
+import functools
 import json
+import os
 import platform
 import time
-from contextlib import contextmanager
+import traceback
+from contextlib import contextmanager, suppress
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import datetime
 from importlib.metadata import PackageNotFoundError, version
@@ -62,7 +66,8 @@ def cli_overrides(limit=None, device=None, backend=None, out=None, raw=None) -> 
 
 def prepare(recipe_path, overrides=None, limit=None, device=None, backend=None, out=None, plugins_dirs=(),
             blocked_plugins=()) -> tuple[Recipe, object]:
-    """Read, override and validate a recipe (no weights are loaded). Returns the recipe and the plugin host."""
+    """Read, override and validate a recipe, then check its folders and data (no weights are loaded). Returns the
+    recipe and the plugin host."""
     path = Path(recipe_path)
     raw = apply_overrides(read_recipe(path), overrides or {})
     raw = apply_overrides(raw, cli_overrides(limit, device, backend, out, raw))
@@ -71,11 +76,13 @@ def prepare(recipe_path, overrides=None, limit=None, device=None, backend=None, 
         recipe_paths = []  # validate() reports it
     extra = list(plugins_dirs) + [path.parent / p for p in recipe_paths if isinstance(p, str) and (path.parent / p).exists()]
     host = create_host(extra_paths=extra, blocked=list(blocked_plugins))
-    return validate(raw, path, host), host
+    recipe = validate(raw, path, host)
+    check_inputs(recipe)
+    return recipe, host
 
 
 def select(examples: list[Example], selection: DatasetSelection) -> list[Example]:
-    """Seeded shuffle, then the split part, then the limit."""
+    """Seeded shuffle, then the split part, then the limit; an error when no example is left."""
     import numpy as np
 
     order = np.random.default_rng(selection.split_seed).permutation(len(examples))
@@ -83,7 +90,36 @@ def select(examples: list[Example], selection: DatasetSelection) -> list[Example
     part = {"all": order, "train": order[:cut], "test": order[cut:]}[selection.split]
     if selection.limit is not None:
         part = part[: selection.limit]
+    if not len(part):
+        raise UserError(f"no examples selected: {len(examples)} before the selection, 0 after split = "
+                        f"{selection.split!r} (split_fraction = {selection.split_fraction}, split_seed = "
+                        f"{selection.split_seed})")
     return [examples[i] for i in part]
+
+
+def folder_problem(folder: Path) -> str | None:
+    """Why a run cannot create or write ``folder`` (None if it can)."""
+    existing = next(p for p in [folder, *folder.absolute().parents] if p.exists())
+    if not existing.is_dir():
+        return f"{existing} is a file, not a folder" + (f" (in the path {folder})" if existing != folder else "")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return f"cannot write to {existing}" + (f" (to create {folder})" if existing != folder else "")
+    return None
+
+
+def check_inputs(recipe: Recipe) -> None:
+    """Before any weights load: the output and cache folders can be written and every dataset loads with
+    examples left after its selection. One :class:`RecipeError` lists every problem."""
+    problems = [f"{recipe.path}: run.{key}: {problem}" for key in ("out", "cache")
+                if (problem := folder_problem(Path(getattr(recipe.run, key))))]
+    for name, (spec, selection) in recipe.datasets.items():
+        try:
+            with located(recipe, f"datasets.{name}", spec.plugin):
+                select(spec.build().load(), selection)
+        except RecipeError as err:
+            problems += err.problems
+    if problems:
+        raise RecipeError(problems)
 
 
 def new_run_dir(out: Path, name: str) -> Path:
@@ -93,10 +129,39 @@ def new_run_dir(out: Path, name: str) -> Path:
         candidate = out / (f"{name}-{stamp}" + (f"-{n}" if n else ""))
         try:
             candidate.mkdir(parents=True)
-            return candidate
         except FileExistsError:
             continue
+        if (made := _new_run_dirs.get()) is not None:
+            made.append(candidate)
+        return candidate
     raise UserError(f"cannot create a new run directory under {out}")
+
+
+_new_run_dirs: ContextVar[list[Path] | None] = ContextVar("new_run_dirs", default=None)
+
+
+def marks_failed_runs(run):
+    """Wraps ``run_recipe``: a run directory made by a run that then fails is marked (:func:`mark_failed`)."""
+    @functools.wraps(run)
+    def wrapper(*args, **kwargs):
+        made: list[Path] = []
+        token = _new_run_dirs.set(made)
+        try:
+            return run(*args, **kwargs)
+        except BaseException as err:
+            for run_dir in made:
+                mark_failed(run_dir, err)
+            raise
+        finally:
+            _new_run_dirs.reset(token)
+    return wrapper
+
+
+def mark_failed(run_dir: Path, err: BaseException) -> None:
+    """Write the error (then its traceback) to ``FAILED.txt`` and rename the directory ``...-failed``."""
+    with suppress(OSError):  # marking must never hide the error itself
+        (run_dir / "FAILED.txt").write_text(f"{type(err).__name__}: {err}\n\n{''.join(traceback.format_exception(err))}")
+        run_dir.rename(run_dir.with_name(f"{run_dir.name}-failed"))
 
 
 def versions() -> dict:
@@ -124,6 +189,7 @@ def located(recipe: Recipe, key: str, plugin: str):
         raise
 
 
+@marks_failed_runs
 def run_recipe(recipe_path, overrides=None, *, out=None, limit=None, device=None, backend=None, plugins_dirs=(),
                blocked_plugins=(), progress=True, console: Console | None = None) -> RunResults:
     from .report import write_outputs
