@@ -15,9 +15,9 @@ if TYPE_CHECKING:
 
 class PluginConfig(BaseModel):
     """A plugin's typed settings. Unknown keys are errors; every field has a default (or is required) and a
-    description, which ``loctest plugins`` shows."""
+    description, which ``loctest plugins`` shows. Defaults are validated like given values."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
 
 
 class Plugin:

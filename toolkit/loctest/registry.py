@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from typing import Generic, TypeVar
 
+from pydantic import BaseModel, ValidationError
+
 from .errors import UserError, did_you_mean
 
 T = TypeVar("T")
@@ -23,6 +25,9 @@ class Registry(Generic[T]):
         name = getattr(cls, "name", None)
         if not isinstance(name, str) or not name:
             raise UserError(f"plugin {owner!r}: {self.kind} class {cls.__name__} has no 'name'")
+        problem = config_problem(getattr(cls, "Config", None))
+        if problem:
+            raise UserError(f"plugin {owner!r}: {self.kind} {name!r}: {problem}")
         if name in self._classes:
             raise UserError(
                 f"duplicate {self.kind} name {name!r}: registered by {self._owners[name]!r} and again by {owner!r}"
@@ -47,3 +52,17 @@ class Registry(Generic[T]):
 
     def items(self):
         return sorted(self._classes.items())
+
+
+def config_problem(config) -> str | None:
+    """Why a plugin's ``Config`` is unusable: not a pydantic model, or a default that fails its own field's type."""
+    if not (isinstance(config, type) and issubclass(config, BaseModel)):
+        return f"Config must be a PluginConfig subclass, got {config!r}"
+    try:
+        config.model_validate({})
+    except ValidationError as err:
+        for e in err.errors():
+            if e["loc"] and e["type"] != "missing":
+                field = ".".join(map(str, e["loc"]))
+                return f"config field {field!r}: the default {e.get('input')!r} fails its own type: {e['msg']}"
+    return None
