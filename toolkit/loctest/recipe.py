@@ -5,6 +5,7 @@ Every problem is collected and reported together as ``FILE: dotted.key: message`
 from __future__ import annotations
 
 import copy
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +22,7 @@ from .plugin_manager import PluginHost
 from .stats import Alternative
 
 SECTIONS = ("run", "model", "backend", "plugins", "datasets", "scorers", "arms", "comparisons")
+SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")  # run, arm, scorer and dataset names name files
 
 
 class RunSection(PluginConfig):
@@ -164,6 +166,13 @@ class _Problems:
     def add(self, key: str, message: str):
         self.items.append(f"{self.path}: {key}: {message}")
 
+    def name(self, key: str, name: str):
+        """Record ``name`` unless it is safe in a file name (no '/', no leading '.')."""
+        if not SAFE_NAME.fullmatch(name):
+            safe = re.sub(r"[^A-Za-z0-9._-]+", "-", name).lstrip("._-")
+            self.add(key, f"unsafe name {name!r}: use letters, digits, '.', '_' and '-', starting with a letter or "
+                          f"digit (it names files of the run)" + (f"; did you mean {safe!r}?" if safe else ""))
+
     def model(self, key: str, model: type[BaseModel], data: Any):
         """Validate ``data`` against a pydantic model; record each error under its dotted key."""
         if not isinstance(data, dict):
@@ -217,6 +226,8 @@ def validate(raw: dict, path: Path, host: PluginHost) -> Recipe:
             problems.add(key, f"unknown section; {did_you_mean(key, SECTIONS)}")
     run = problems.model("run", RunSection, raw.get("run", {})) or RunSection.model_construct(
         backend=raw.get("run", {}).get("backend", "transformer-lens") if isinstance(raw.get("run"), dict) else "transformer-lens")
+    if run.name is not None:
+        problems.name("run.name", run.name)
     model = problems.model("model", ModelConfig, raw.get("model", {})) or ModelConfig()
     if missing_local_path(model.name):
         problems.add("model.name", f"no such local folder: {model.name}")
@@ -237,6 +248,7 @@ def validate(raw: dict, path: Path, host: PluginHost) -> Recipe:
     selection_keys = set(DatasetSelection.model_fields)
     dataset_tables = _table(problems, raw, "datasets")
     for name, data in dataset_tables.items():
+        problems.name(f"datasets.{name}", name)
         spec = _plugin(problems, host, "dataset", f"datasets.{name}", data, extra_keys=selection_keys)
         selection = problems.model(f"datasets.{name}", DatasetSelection,
                                    {k: v for k, v in data.items() if k in selection_keys} if isinstance(data, dict) else {})
@@ -250,6 +262,7 @@ def validate(raw: dict, path: Path, host: PluginHost) -> Recipe:
     scorers = {}
     scorer_tables = _table(problems, raw, "scorers")
     for name, data in scorer_tables.items():
+        problems.name(f"scorers.{name}", name)
         spec = _plugin(problems, host, "scorer", f"scorers.{name}", data)
         if spec:
             scorers[name] = spec
@@ -261,6 +274,7 @@ def validate(raw: dict, path: Path, host: PluginHost) -> Recipe:
     if not arm_tables and "arms" not in raw:
         problems.add("arms", "required: at least one [arms.NAME] table")
     for name, data in arm_tables.items():
+        problems.name(f"arms.{name}", name)
         if not isinstance(data, dict):
             problems.add(f"arms.{name}", f"expected a table, got {data!r}")
             continue
