@@ -6,8 +6,12 @@ import inspect
 import json
 import os
 import shutil
+import warnings
+from contextlib import suppress
 from pathlib import Path
 from typing import Any
+
+from .errors import LoctestWarning
 
 
 def cache_key(*parts: Any) -> str:
@@ -44,8 +48,15 @@ class JsonCache:
         return self.folder / kind / f"{key}.json"
 
     def get(self, kind: str, key: str) -> Any | None:
+        """The cached value, or None when there is none; a corrupt file is reported, removed and counts as none."""
         path = self.path(kind, key)
-        return json.loads(path.read_text()) if path.exists() else None
+        try:
+            return json.loads(path.read_bytes())
+        except FileNotFoundError:
+            return None
+        except ValueError as err:  # truncated or garbled JSON, bytes that are not UTF-8
+            drop_corrupt(path, err)
+            return None
 
     def put(self, kind: str, key: str, value: Any) -> None:
         path = self.path(kind, key)
@@ -72,6 +83,14 @@ class JsonCache:
         folder = self.folder / kind / key
         if folder.is_dir():
             shutil.copytree(folder, root, dirs_exist_ok=True)
+
+
+def drop_corrupt(path: Path, err: Exception) -> None:
+    """Warn that the cache file ``path`` is corrupt and remove it, so that its result is computed again."""
+    warnings.warn(f"corrupt cache file {path} ({type(err).__name__}: {str(err)[:80]}): removed, recomputing",
+                  LoctestWarning, stacklevel=3)
+    with suppress(OSError):
+        path.unlink()
 
 
 def file_stamps(root: Path) -> dict[Path, tuple[int, int]]:

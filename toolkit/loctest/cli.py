@@ -5,11 +5,13 @@ import argparse
 import json
 import sys
 import traceback
+import warnings
+from contextlib import contextmanager
 
 from rich.console import Console
 from rich.table import Table
 
-from .errors import RecipeError, UserError
+from .errors import LoctestWarning, RecipeError, UserError
 
 
 def _overrides(pairs: list[str]) -> dict:
@@ -140,10 +142,27 @@ def report_error(err: BaseException) -> int:
     return code
 
 
+@contextmanager
+def one_line_warnings():
+    """Print loctest's own warnings as one ``warning:`` line on stderr; other warnings as Python prints them."""
+    with warnings.catch_warnings():
+        previous = warnings.showwarning
+
+        def show(message, category, *args, **kwargs):
+            if issubclass(category, LoctestWarning):
+                print(f"warning: {message}", file=sys.stderr)
+            else:
+                previous(message, category, *args, **kwargs)
+
+        warnings.showwarning = show
+        yield
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return {"run": cmd_run, "validate": cmd_validate, "plugins": cmd_plugins}[args.command](args, Console())
+        with one_line_warnings():
+            return {"run": cmd_run, "validate": cmd_validate, "plugins": cmd_plugins}[args.command](args, Console())
     except (Exception, KeyboardInterrupt) as err:  # the CLI's last line of defence: exit codes, no traceback
         code = report_error(err)
         if args.traceback:

@@ -25,6 +25,11 @@ class PluginLoadError(UserError):
     """A plugin module failed to import or register; names the plugin and keeps the original error."""
 
 
+class LoctestWarning(UserWarning):
+    """Something the user should know that does not stop the run (e.g. a corrupt cache file was dropped); the CLI
+    prints it as one ``warning:`` line."""
+
+
 def did_you_mean(name: str, valid: Iterable[str]) -> str:
     """'did you mean X? valid: a, b, c' for an unknown ``name``."""
     valid = sorted(valid)

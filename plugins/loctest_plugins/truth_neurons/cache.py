@@ -9,9 +9,10 @@ import os
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from loctest.cache import cache_key
+from loctest.cache import cache_key, drop_corrupt
 
 from .ig import Attribution
 
@@ -46,14 +47,19 @@ class AttributionCache:
         return self.folder / f"{key}.safetensors"
 
     def get(self, key: str) -> Attribution | None:
+        """The cached attribution, or None; a corrupt file is reported, removed and counts as none."""
         path = self.path(key)
         if not path.exists():
             return None
-        tensors = load_file(path)
-        sites = [(kind, int(layer)) for name in tensors if name.startswith("attr.")
-                 for _, kind, layer in [name.split(".")]]
-        return Attribution({s: tensors[_name("attr", s)] for s in sites}, tensors["value"],
-                           {s: tensors[_name("zeroed", s)] for s in sites})
+        try:
+            tensors = load_file(path)
+            sites = [(kind, int(layer)) for name in tensors if name.startswith("attr.")
+                     for _, kind, layer in [name.split(".")]]
+            return Attribution({s: tensors[_name("attr", s)] for s in sites}, tensors["value"],
+                               {s: tensors[_name("zeroed", s)] for s in sites})
+        except (SafetensorError, OSError, KeyError, ValueError) as err:
+            drop_corrupt(path, err)
+            return None
 
     def put(self, key: str, attribution: Attribution, metadata: dict[str, str]) -> Path:
         tensors = {"value": attribution.value.contiguous()}
