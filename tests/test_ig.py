@@ -8,11 +8,11 @@ import pytest
 import torch
 
 from loctest import Example
-from loctest.errors import UserError
+from loctest.errors import LoctestWarning, UserError
 from loctest_plugins.scorers.binary_choice import BinaryChoiceConfig, binary_prompts
 from loctest_plugins.truth_neurons.ig import integrated_gradients, label_objective, reference_integrated_gradients
 
-from conftest import BACKENDS, cached_backend, embedded_backend, requires_embedded
+from conftest import BACKENDS, cached_backend, embedded_backend, make_backend, requires_embedded
 from test_truth_neurons_selection import planted_backend
 
 TOLERANCE = 1e-4  # max |engine - reference| / max |reference|, per site and target
@@ -73,12 +73,12 @@ def test_every_prompt_position_policy(backend_name):
 def test_sliding_window_shorter_than_the_prompt_falls_back_to_whole_prompts(backend_name):
     """tiny-gemma2 attends within 256 tokens on alternate layers: copies of the last token over a longer cached
     prompt do not reproduce the model (one backend computes something else, the other refuses the shapes)."""
-    backend = cached_backend(backend_name, "tiny-gemma2")
+    backend = make_backend(backend_name, "tiny-gemma2")  # its own: the failed self-check switches token copies off
     long_question = Example("q", "What happens if you swallow gum? " * 8, QUESTION.correct, QUESTION.incorrect)
     prompt, objective = binary_prompt(backend, long_question)
     assert len(backend.tokenize([prompt], special=False)[0]) > 256
     sites = [("attn", 1)]
-    with pytest.warns(UserWarning, match="using whole-prompt rows"):
+    with pytest.warns(LoctestWarning, match="self-check 'token-copies' failed.*using the exact path"):
         engine, info = integrated_gradients(backend, prompt, objective, sites, steps=2)
     assert info.layout == "prompt-copies"
     assert_same(engine, reference_integrated_gradients(backend, prompt, objective, sites, steps=2), sites)
@@ -159,12 +159,33 @@ def test_bad_arguments():
 
 
 @requires_embedded
-def test_engine_equals_reference_on_the_embedded_model():
-    backend = embedded_backend("transformer-lens")
+@pytest.mark.parametrize("backend_name", BACKENDS)
+def test_engine_equals_reference_on_the_embedded_model(backend_name):
+    """At the protocol's m = 20, MLP and attention sites in low, middle and top layers, both targets. (At m = 2
+    the float32 difference reaches 3e-4 relative on some layers; in float64 the two agree exactly, see
+    test_engine_is_exact_in_float64.)"""
+    backend = embedded_backend(backend_name)
     prompt, objective = binary_prompt(backend, correct_is_b=True)
-    sites = [("mlp", 2), ("attn", 27)]
+    sites = [("mlp", 0), ("attn", 14), ("mlp", 29)]
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no fallback: the fast layout must hold on the real model
-        engine, info = integrated_gradients(backend, prompt, objective, sites, steps=2)
+        engine, info = integrated_gradients(backend, prompt, objective, sites, steps=20)
     assert info.layout == "token-copies"
-    assert_same(engine, reference_integrated_gradients(backend, prompt, objective, sites, steps=2), sites)
+    assert_same(engine, reference_integrated_gradients(backend, prompt, objective, sites, steps=20), sites)
+    assert {c["name"]: c["failures"] for c in backend.checks.summary()} == {"prefill": 0, "token-copies": 0, "ig-reference": 0}
+
+
+@pytest.mark.parametrize("backend_name", BACKENDS)
+def test_engine_is_exact_in_float64(backend_name):
+    """The engine's differences from the reference are float32 rounding: in float64 they shrink to the float32
+    rounding of its stored result."""
+    backend = make_backend(backend_name, "tiny-llama", tiny_layers=3)
+    backend.loaded_module().double()
+    backend.loaded.dtype = torch.float64
+    prompt, objective = binary_prompt(backend)
+    sites = [("mlp", 0), ("attn", 1), ("mlp", 2)]
+    engine, info = integrated_gradients(backend, prompt, objective, sites, steps=2)
+    reference = reference_integrated_gradients(backend, prompt, objective, sites, steps=2)
+    assert info.layout == "token-copies"
+    for s in sites:
+        torch.testing.assert_close(engine.attributions[s].double(), reference.attributions[s].double(), rtol=1e-6, atol=1e-9)

@@ -24,7 +24,7 @@ computation (one full forward and backward pass over the prompt per site, step a
 from __future__ import annotations
 
 import copy
-import warnings
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -33,11 +33,12 @@ import torch
 from loctest import Batch, Component, ComponentSet, ModelShape, interventions
 from loctest.errors import UserError
 from loctest.interventions import Intervention, Site
+from loctest.selfcheck import logprob_difference, tolerance
 
 POSITIONS = ("last", "prompt")
 Objective = Callable[[torch.Tensor], torch.Tensor]  # next-token logits [R, vocab] -> [R, T]
 UNEDITED = -1  # the row_site of a copy that scales nothing
-CHECK_TOLERANCE = 1e-5  # |f(unedited copies) - f(last token over the cache)| allowed in float32, relative to max(1, |f|)
+FAST_PATHS = ("prefill", "token-copies", "ig-reference")  # self-checks that switch TokenCopies off when they fail
 
 
 class _GroupProbabilities(torch.autograd.Function):
@@ -158,12 +159,13 @@ class TokenCopies(Rows):
 
     @torch.no_grad()
     def unedited(self, backend, objective, sites):
-        """The last token alone over the cache (ordinary incremental decoding, exact)."""
+        """The last token alone over the cache (ordinary incremental decoding)."""
         p = self.prompt
         batch = Batch(self.last, p.attention_mask, self.position, p.prompt_mask[:, -1:], p.continuation_mask[:, -1:],
                       copy.deepcopy(self.cache))
         out = backend.run(batch, capture=sites)
-        return objective(out.logits[:, -1]).float()[0].cpu(), {s: out.activations[s][0].float() for s in sites}
+        self.last_logits = out.logits[:, -1]
+        return objective(self.last_logits).float()[0].cpu(), {s: out.activations[s][0].float() for s in sites}
 
     def batch(self, rows: int) -> Batch:
         mask = torch.full((1, 1, rows, self.prefix + rows), torch.finfo(self.dtype).min, dtype=self.dtype, device=self.last.device)
@@ -177,19 +179,20 @@ class TokenCopies(Rows):
         return logits.flatten(0, 1)  # [1, R, vocab] as [R, vocab]: a view, free in the backward pass too
 
     @torch.no_grad()
-    def mismatch(self, backend, objective: Objective, value: torch.Tensor) -> str | None:
-        """Why two unedited copies do not reproduce the prompt's objective ``value`` (None when they do): the
-        model does not honour a 4D attention mask, or limits attention (a sliding window shorter than the prompt)."""
+    def verified(self, backend) -> bool:
+        """Self-checks "prefill" (the last token over the cache vs a whole-prompt pass) and "token-copies" (two
+        unedited copies vs the last token over the cache: fails when a model ignores the 4D mask or limits
+        attention, e.g. a sliding window shorter than the prompt). Call after :meth:`unedited`."""
+        limit = tolerance(backend.loaded.dtype)
+        whole = backend.run(self.prompt).logits[:, -1]
+        if not backend.checks.record("prefill", logprob_difference(self.last_logits, whole), limit):
+            return False
         batch = self.batch(2)
         try:
-            logits = backend.run(batch).logits
-        except RuntimeError as err:
-            return f"the model rejects copies of the last token in one sequence ({str(err).splitlines()[0]})"
-        gap = float((objective(self.next_logits(logits, batch)).float().cpu() - value).abs().max())
-        tolerance = max(CHECK_TOLERANCE, 50 * torch.finfo(logits.dtype).eps) * max(1.0, float(value.abs().max()))
-        if gap > tolerance:
-            return f"copies of the last token in one sequence change f by {gap:.2e} (a sliding window shorter than the prompt?)"
-        return None
+            gap = logprob_difference(self.next_logits(backend.run(batch).logits, batch), self.last_logits.expand(2, -1))
+        except RuntimeError:  # the model rejects copies of the last token in one sequence
+            gap = math.inf
+        return backend.checks.record("token-copies", gap, limit)
 
     def per_row(self, grad):
         return grad.select(-3, 0).unsqueeze(-2)
@@ -247,20 +250,39 @@ class EngineInfo:
 
 def integrated_gradients(backend, prompt: str, objective: Objective, sites: Sequence[Site], steps: int = 20,
                          positions: str = "last", batch_tokens: int = 128) -> tuple[Attribution, EngineInfo]:
-    """IG of every site for one prompt (see the module docstring)."""
+    """IG of every site for one prompt (see the module docstring). The first prompt of a backend is also
+    attributed by the reference at one site (self-check "ig-reference")."""
     check_arguments(sites, backend.shape, steps, positions)
     sites = list(sites)
     full = backend.encode([prompt])
-    if positions == "last" and full.input_ids.shape[1] > 1:
+    first = not backend.checks.ran("ig-reference")
+    if positions == "last" and full.input_ids.shape[1] > 1 and all(map(backend.checks.usable, FAST_PATHS)):
         copies = TokenCopies(backend, full)
         value, x = copies.unedited(backend, objective, sites)
-        problem = copies.mismatch(backend, objective, value)
-        if problem is None:
-            return _attribute(backend, copies, objective, sites, steps, x, value, batch_tokens)
-        warnings.warn(f"integrated gradients: {problem}; using whole-prompt rows (exact, slower)")
+        if copies.verified(backend):
+            result = _attribute(backend, copies, objective, sites, steps, x, value, batch_tokens)
+            if not first or _matches_reference(backend, prompt, objective, sites, steps, positions, result[0]):
+                return result
     rows = PromptCopies(full, positions)
     value, x = rows.unedited(backend, objective, sites)
-    return _attribute(backend, rows, objective, sites, steps, x, value, batch_tokens)
+    result = _attribute(backend, rows, objective, sites, steps, x, value, batch_tokens)
+    if first:  # no other layout is left: a mismatch stops the run
+        _matches_reference(backend, prompt, objective, sites, steps, positions, result[0], fallback=False)
+    return result
+
+
+def _matches_reference(backend, prompt: str, objective: Objective, sites: list[Site], steps: int, positions: str,
+                       attribution: Attribution, fallback: bool = True) -> bool:
+    """Self-check "ig-reference": the lowest site's attributions (relative to their largest magnitude), f and
+    f at the baseline against :func:`reference_integrated_gradients`."""
+    site = min(sites, key=lambda s: (s[1], s[0]))
+    reference = reference_integrated_gradients(backend, prompt, objective, [site], steps, positions)
+    exact = reference.attributions[site]
+    gap = float(((attribution.attributions[site] - exact).abs().amax(-1) / exact.abs().amax(-1).clamp_min(1e-30)).max())
+    gap = max(gap, float((attribution.value - reference.value).abs().max()),
+              float((attribution.zeroed[site] - reference.zeroed[site]).abs().max()))
+    return backend.checks.record("ig-reference", gap if math.isfinite(gap) else math.inf,
+                                 tolerance(backend.loaded.dtype, factor=10), fallback)
 
 
 def _attribute(backend, rows: Rows, objective: Objective, sites: list[Site], steps: int, x: dict, value: torch.Tensor,
