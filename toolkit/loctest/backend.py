@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from .base import Plugin, PluginConfig
+from .cache import package_versions
 from .components import ModelShape
 from .interventions import Intervention, Site
 from .selfcheck import SelfChecks, difference, logprob_difference, tolerance
@@ -24,6 +25,9 @@ from pydantic import Field
 
 if TYPE_CHECKING:
     from .models import LoadedModel
+
+
+IDENTITY_PROBE = "The quick brown fox jumps over the lazy dog. Question: is the sky green? Answer:"
 
 
 @dataclass
@@ -128,6 +132,19 @@ class Backend(Plugin):
     @property
     def shape(self) -> ModelShape:
         return self.loaded.shape
+
+    def identity(self) -> dict:
+        """What decides this backend's numbers, for cache keys: the backend and its settings, the versions of the
+        numeric packages, the model's name, shape and dtype, and a fingerprint of its weights (the rounded top
+        next-token log-probabilities of a fixed probe prompt, so edited or re-seeded weights never share entries)."""
+        if getattr(self, "_identity", None) is None:
+            logprobs = self.next_token_logprobs([IDENTITY_PROBE])[0]
+            top = logprobs.topk(16)
+            self._identity = {"backend": self.name, "config": self.config.model_dump(mode="json"),
+                              "versions": package_versions(), "model": self.loaded.name, "shape": vars(self.shape),
+                              "dtype": str(self.loaded.dtype), "top_ids": top.indices.tolist(),
+                              "top_logprobs": [round(v, 3) for v in top.values.tolist()]}
+        return self._identity
 
     # -- the one primitive ---------------------------------------------------------------------------
     def run(self, batch: Batch, interventions: Sequence[Intervention] = (), capture: Sequence[Site] = (),

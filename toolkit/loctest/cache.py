@@ -14,6 +14,23 @@ from typing import Any
 from .errors import LoctestWarning
 
 
+NUMERIC_PACKAGES = ("torch", "transformers", "transformer-lens", "nnsight", "peft", "accelerate", "numpy", "scipy",
+                    "safetensors", "tokenizers", "gguf")
+
+
+def package_versions(packages=NUMERIC_PACKAGES) -> dict[str, str | None]:
+    """Installed versions (None when absent): part of every cache identity and of ``results.json``."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {}
+    for package in packages:
+        try:
+            found[package] = version(package)
+        except PackageNotFoundError:
+            found[package] = None
+    return found
+
+
 def cache_key(*parts: Any) -> str:
     """A stable hash of JSON-able parts (pydantic configs are dumped first)."""
     def plain(x):

@@ -275,6 +275,7 @@ def markdown(results, figure_files: list[str], sections: list[str]) -> str:
     if d["comparisons"]:
         lines += ["", "## Effect of each treatment"] + suppression_tables(d)
     lines += accuracy_matrix(d)
+    lines += self_check_lines(d)
     lines += ["", "## Figures", ""] + [f"![{f}]({f})" for f in figure_files]
     lines += ["", "## Files", "", "- `results.json`: resolved recipe, seeds, versions, per-repetition values, statistics, timings",
               "- `components/ARM.json`: located components with their TransformerLens and nnsight names",
@@ -282,6 +283,28 @@ def markdown(results, figure_files: list[str], sections: list[str]) -> str:
     for section in sections:
         lines += ["", section.strip()]
     return "\n".join(lines) + "\n"
+
+
+def general(x) -> str:
+    return f"{x:.3g}" if isinstance(x, (int, float)) else str(x)
+
+
+def self_check_lines(d: dict) -> list[str]:
+    """The "Self-checks" section: every fast path compared at run time with the straightforward computation."""
+    checks = d.get("self_checks", [])
+    lines = ["", "## Self-checks", ""]
+    if not checks:
+        return lines + ["No fast path ran in this run (results came from the cache, or no step used one)."]
+    failed = [c for c in checks if c["failures"]]
+    if failed:
+        lines += [f"> **Warning:** {c['name']}: {c['fast']} differed from {c['exact']} by {general(c['max_difference'])} "
+                  f"(tolerance {c['tolerance']:.3g}) in {c['failures']} of {c['runs']} checks; {c['outcome']}." for c in failed]
+        lines += [""]
+    lines += ["| check | fast path | compared with | checks | failed | largest difference | tolerance | outcome |",
+              "|---|---|---|---|---|---|---|---|"]
+    lines += [f"| {c['name']} | {c['fast']} | {c['exact']} | {c['runs']} | {c['failures']} | {general(c['max_difference'])} | "
+              f"{c['tolerance']:.3g} | {c['outcome']} |" for c in checks]
+    return lines
 
 
 def write_outputs(results, sections: list[str]) -> None:

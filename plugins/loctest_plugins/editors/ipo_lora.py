@@ -65,14 +65,6 @@ class IpoLoraConfig(PluginConfig):
         return self
 
 
-def model_identity(backend) -> dict:
-    """Name, shape and a fingerprint of the weights (the unedited next-token log-probabilities of a fixed prompt,
-    rounded), so edits and cached log-probabilities never cross models."""
-    probe = backend.next_token_logprobs(["loctest model fingerprint: the quick brown fox"])[0]
-    return {"name": backend.loaded.name, "shape": vars(backend.shape),
-            "fingerprint": cache_key([round(v, 3) for v in probe[:512].tolist()])}
-
-
 class IpoLora(Editor):
     name = "ipo-lora"
     description = "IPO-trained rank-1 LoRA edit restricted to the chosen heads (Wang & Veitch); full_model: peft's unrestricted LoRA."
@@ -111,7 +103,7 @@ class IpoLora(Editor):
 
     def trained(self, context, components: ComponentSet) -> tuple[RankOneEdit, dict, str]:
         pairs = self.pairs(context)
-        model = model_identity(context.backend)
+        model = context.backend.identity()
         data = {"dataset": self.config.dataset, "n_pairs": len(pairs), "digest": pairs_digest(pairs)}
         settings = self.config.model_dump(mode="json", exclude={"load"})
         stored = context.cache_dir / "ipo-lora" / cache_key(model, components.names(), settings, data, context.seed)

@@ -25,7 +25,7 @@ from loctest import ComponentSet, Example, Locator, PluginConfig
 from loctest.errors import UserError
 
 from ..scorers.binary_choice import SYSTEM_PROMPT, USER_PROMPT, binary_prompts, label_probabilities
-from ..truth_neurons.cache import AttributionCache, model_fingerprint
+from ..truth_neurons.cache import AttributionCache
 from ..truth_neurons.ig import Attribution, integrated_gradients, label_objective, site_components
 from ..truth_neurons.selection import candidates, significance, split_halves
 
@@ -141,14 +141,14 @@ class IGTruthNeurons(Locator):
         cfg, backend = self.config, context.backend
         labels = [[backend.answer_token_ids(t) for t in pair] for pair in (("A", "a"), ("B", "b"))]
         cache = AttributionCache(context.cache_dir / "ig-attributions")
-        fingerprint = model_fingerprint(backend)
+        identity = backend.identity()
         settings = {"steps": cfg.steps, "positions": cfg.positions, "quadrature": QUADRATURE, "baseline": BASELINE, "sites": sites}
         out, paths, batch_tokens, engine = [], [], cfg.batch_tokens, {}
         with context.progress.task(f"{context.arm}: integrated gradients", total=len(kept)) as advance:
             for i in kept:
                 b = int(questions.correct_is_b[i])
                 groups = [labels[b], labels[1 - b]]
-                key = cache.key(fingerprint, questions.prompts[i], groups, settings)
+                key = cache.key(identity, questions.prompts[i], groups, settings)
                 found = cache.get(key)
                 if found is None:
                     found, info = integrated_gradients(backend, questions.prompts[i], label_objective(groups), sites,

@@ -1,7 +1,7 @@
 """Per-example attributions on disk (safetensors), so a killed run resumes without recomputing them.
 
-A file's key hashes the model (name, shape, dtype and a fingerprint of its outputs on a fixed probe, so edited
-or differently seeded weights never share entries), the prompt, the objective's tokens and every IG setting.
+A file's key hashes ``Backend.identity()`` (backend, package versions, model and a fingerprint of its weights), the
+prompt, the objective's tokens and every IG setting.
 """
 from __future__ import annotations
 
@@ -17,16 +17,6 @@ from loctest.cache import cache_key, drop_corrupt
 from .ig import Attribution
 
 FORMAT = "ig-attributions-v1"
-PROBE = "The quick brown fox jumps over the lazy dog. Question: is the sky green? Answer:"
-
-
-def model_fingerprint(backend) -> dict:
-    """What identifies the model's function: name, shape, dtype, and its top next-token log-probabilities on a
-    fixed probe (rounded, so numerically identical reruns agree)."""
-    logprobs = backend.next_token_logprobs([backend.chat_prompt(PROBE)])[0]
-    top = logprobs.topk(16)
-    return {"name": backend.loaded.name, "shape": vars(backend.shape), "dtype": str(backend.loaded.dtype),
-            "top_ids": top.indices.tolist(), "top_logprobs": [round(v, 3) for v in top.values.tolist()]}
 
 
 def _name(prefix: str, site) -> str:
