@@ -7,7 +7,7 @@ import torch
 from loctest import ComponentSet, interventions
 from loctest.backend import Batch
 
-from conftest import BACKENDS, TINY_MODELS, cached_backend
+from conftest import BACKENDS, TINY_MODELS, cached_backend, make_backend
 
 PROMPTS = ["The capital of France is", "Q: 2+2?", "A much longer prompt, with many more tokens in it than the others"]
 ATOL = 1e-5  # float32 on CPU
@@ -136,3 +136,12 @@ def test_cached_generation_equals_uncached_greedy(tiny_backend):
                     break
                 new.append(token)
             assert text == tiny_backend.tokenizer.decode(new, skip_special_tokens=True).strip()
+
+
+def test_cache_identity_covers_backend_versions_and_weights():
+    tl, ns = (cached_backend(b) for b in BACKENDS)
+    assert tl.identity()["backend"] != ns.identity()["backend"]
+    assert tl.identity()["top_logprobs"] == ns.identity()["top_logprobs"]  # same weights, same fingerprint
+    assert {"torch", "transformers", "transformer-lens", "nnsight", "peft"} <= set(tl.identity()["versions"])
+    reseeded = make_backend("nnsight", tiny_seed=1)
+    assert reseeded.identity()["top_ids"] != ns.identity()["top_ids"] or reseeded.identity()["top_logprobs"] != ns.identity()["top_logprobs"]

@@ -2,6 +2,7 @@
 planted mechanism, and resuming a killed run from the attribution cache."""
 from __future__ import annotations
 
+import functools
 import json
 from types import SimpleNamespace
 
@@ -21,7 +22,7 @@ from loctest_plugins.locators.random import RandomLocator
 from loctest_plugins.scorers.binary_choice import BinaryChoice
 from loctest_plugins.truth_neurons.selection import candidates, significance, split_halves
 
-from conftest import make_backend
+from conftest import BACKENDS, make_backend
 
 # -- selection statistics on fixed data -------------------------------------------------------------------
 
@@ -122,8 +123,9 @@ def plant(backend) -> None:
             unembed[token[t], 2] = 2.0 * sign
 
 
-def planted_backend():
-    backend = make_backend("nnsight", "tiny-llama", tiny_layers=2)  # nnsight runs the model object as is
+@functools.cache
+def planted_backend(backend_name: str = "nnsight"):
+    backend = make_backend(backend_name, "tiny-llama", tiny_layers=2)  # TransformerLens's bridge shares the weights
     plant(backend)
     return backend
 
@@ -152,7 +154,9 @@ def accuracy(context, components) -> float:
     return float(np.mean(scorer.score(context, ZeroAblation().interventions(context, components)).values["accuracy"]))
 
 
-def test_planted_neurons_are_recovered_exactly_and_carry_the_answer(planted, tmp_path):
+@pytest.mark.parametrize("backend_name", BACKENDS)
+def test_planted_neurons_are_recovered_exactly_and_carry_the_answer(backend_name, tmp_path):
+    planted = planted_backend(backend_name)
     context = context_for(planted, tmp_path, 20)
     found = locator().locate(context)
     assert found == ComponentSet(PLANTED)
