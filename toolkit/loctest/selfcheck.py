@@ -22,7 +22,7 @@ CHECKS = {
                 "a whole-prompt forward pass"),
     "token-copies": ("copies of the last token side by side over the cache under a 4D attention mask",
                      "the last token alone over the cache"),
-    "ig-reference": ("the integrated-gradients engine on one layer of the first attributed prompt",
+    "ig-reference": ("the integrated-gradients engine on one layer and the first objective column of the first attributed prompt",
                      "one full forward and backward pass per step (reference_integrated_gradients)"),
     "padded-batch": ("a left-padded batch of prompts of different lengths", "each prompt alone"),
     "cached-generation": ("greedy generation one cached token at a time",

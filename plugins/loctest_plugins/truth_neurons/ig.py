@@ -273,14 +273,15 @@ def integrated_gradients(backend, prompt: str, objective: Objective, sites: Sequ
 
 def _matches_reference(backend, prompt: str, objective: Objective, sites: list[Site], steps: int, positions: str,
                        attribution: Attribution, fallback: bool = True) -> bool:
-    """Self-check "ig-reference": the lowest site's attributions (relative to their largest magnitude), f and
-    f at the baseline against :func:`reference_integrated_gradients`."""
+    """Self-check "ig-reference": at the lowest site (the longest backward pass) and the first objective column,
+    the attributions (relative to their largest magnitude), f and f at the baseline against
+    :func:`reference_integrated_gradients`."""
     site = min(sites, key=lambda s: (s[1], s[0]))
-    reference = reference_integrated_gradients(backend, prompt, objective, [site], steps, positions)
-    exact = reference.attributions[site]
-    gap = float(((attribution.attributions[site] - exact).abs().amax(-1) / exact.abs().amax(-1).clamp_min(1e-30)).max())
-    gap = max(gap, float((attribution.value - reference.value).abs().max()),
-              float((attribution.zeroed[site] - reference.zeroed[site]).abs().max()))
+    reference = reference_integrated_gradients(backend, prompt, lambda logits: objective(logits)[:, :1], [site], steps, positions)
+    exact = reference.attributions[site][0]
+    gap = float((attribution.attributions[site][0] - exact).abs().max() / exact.abs().max().clamp_min(1e-30))
+    gap = max(gap, float((attribution.value[0] - reference.value[0]).abs()),
+              float((attribution.zeroed[site][0] - reference.zeroed[site][0]).abs()))
     return backend.checks.record("ig-reference", gap if math.isfinite(gap) else math.inf,
                                  tolerance(backend.loaded.dtype, factor=10), fallback)
 
