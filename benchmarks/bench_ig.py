@@ -3,7 +3,9 @@
 Workload (the issue's): the embedded SmolLM2-135M-Instruct, TruthfulQA binary-choice prompts, every MLP and
 attention layer (30 + 30 sites), m = 20 right-Riemann steps, both targets f(T|t) and f(T|f).
 
-- engine: ``truth_neurons.ig.integrated_gradients`` on each backend, all 60 sites, both targets.
+- engine: ``truth_neurons.ig.integrated_gradients`` on each backend, all 60 sites, both targets, self-checks
+  included (every prompt: prefill and token copies; the first timed prompt also the one-time check of one
+  layer against the reference).
 - baseline: Captum ``LayerIntegratedGradients`` on the Hugging Face model, one call per layer and target
   (the layer's input = the MLP neurons / attention neurons; the baseline input zeroes that input at the last
   position, so Captum integrates exactly the engine's path). Two variants: the usual forward (logits at every
@@ -43,6 +45,7 @@ from captum.attr import LayerIntegratedGradients  # noqa: E402
 
 from conftest import make_backend  # noqa: E402
 from loctest.models import EMBEDDED_MODEL, ModelConfig, load_model  # noqa: E402
+from loctest.selfcheck import SelfChecks  # noqa: E402
 from loctest_plugins.datasets.truthfulqa import TruthfulQABinary  # noqa: E402
 from loctest_plugins.scorers.binary_choice import BinaryChoiceConfig, binary_prompts  # noqa: E402
 from loctest_plugins.truth_neurons.ig import (integrated_gradients, label_objective,  # noqa: E402
@@ -133,6 +136,7 @@ def embedded(args) -> dict:
     engine_attr = {}
     for name, backend in backends.items():
         integrated_gradients(backend, prompts[0][0], label_objective(prompts[0][1]), sites[:1], 2)  # warm-up
+        backend.checks = SelfChecks()  # the timed prompts pay for every self-check, the first for the one-time ones
         runs = []
         for i, (prompt, groups) in enumerate(prompts):
             with timed({"prompt": i}) as run:
@@ -141,7 +145,8 @@ def embedded(args) -> dict:
             engine_attr.setdefault(i, attribution)
             console.print(f"engine {escape(f'[{name}]')} prompt {i} ({lengths[i]} tokens, {info.layout}): "
                           f"{run['wall_s']:.1f} s wall, {run['cpu_s']:.1f} s CPU")
-        out["engine"][name] = {"runs": runs, "per_example": mean_of(runs)}
+        out["engine"][name] = {"runs": runs, "per_example": mean_of(runs), "self_checks": backend.checks.summary(),
+                               "per_example_after_the_first": mean_of(runs[1:]) if len(runs) > 1 else None}
     out["completeness_max_abs_delta"] = max(float(v.abs().max()) for a in engine_attr.values() for v in a.completeness_delta().values())
 
     model = load_model(ModelConfig(name=EMBEDDED_MODEL, device="cpu")).instantiate()
