@@ -44,7 +44,7 @@ def test_engine_equals_reference(backend_name, model):
     sites = [(kind, layer) for kind in ("mlp", "attn") for layer in range(2)]
     engine, info = integrated_gradients(backend, prompt, objective, sites, steps=4, batch_tokens=5)
     assert info.layout == "token-copies"
-    assert_same(engine, reference_integrated_gradients(backend, prompt, objective, sites, steps=4), sites)
+    assert_same(engine, reference_integrated_gradients(backend, prompt, objective, sites, steps=20), sites)
 
 
 @pytest.mark.parametrize("model", ["tiny-gpt-neox", "tiny-qwen2"])
@@ -161,9 +161,9 @@ def test_bad_arguments():
 @requires_embedded
 @pytest.mark.parametrize("backend_name", BACKENDS)
 def test_engine_equals_reference_on_the_embedded_model(backend_name):
-    """At the protocol's m = 20, MLP and attention sites in low, middle and top layers, both targets. (At m = 2
-    the float32 difference reaches 3e-4 relative on some layers; in float64 the two agree exactly, see
-    test_engine_is_exact_in_float64.)"""
+    """At the protocol's m = 20: MLP and attention sites in low, middle and top layers, both targets. (Float32
+    rounding moves with the number of copies per pass: at m = 2 or 4 it reaches 1.3e-4 to 3e-4 relative on some
+    layers, at m = 20 it stayed below 6e-6; in float64 the two agree, see test_engine_is_exact_in_float64.)"""
     backend = embedded_backend(backend_name)
     prompt, objective = binary_prompt(backend, correct_is_b=True)
     sites = [("mlp", 0), ("attn", 14), ("mlp", 29)]
