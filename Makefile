@@ -6,7 +6,8 @@
 # (pip's -c), so a fresh clone installs what was tested. Two more targets maintain it:
 #   make newest  a separate .venv-newest with the newest versions served (no lock, no upper bounds), the
 #                version-sensitive tests there, and a report: which pins can move, or which tests hold them back
-#   make lock    rewrite constraints.txt from $(VENV) (pip freeze minus loctest and torch), e.g. VENV=.venv-newest
+#   make lock    rewrite constraints.txt from $(VENV): the installed versions of loctest's dependencies, all the
+#                way down, minus torch (.ci/lock-versions), e.g. make lock VENV=.venv-newest
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -42,10 +43,8 @@ $(STAMP): pyproject.toml $(LOCK)
 newest:
 	$(PYTHON) .ci/newest-versions --python $(PYTHON) --venv $(NEWEST_VENV) --lock $(LOCK) --torch "$(TORCH)" --torch-source "$(TORCH_SOURCE)"
 
-# keeps the comment lines at the top of the lock file, replaces the pins
 lock:
-	$(BIN)/python -m pip freeze --exclude-editable | grep -v -i -E '^(#|torch==|loctest==)' > $(LOCK).pins
-	{ sed -n '/^#/!q;p' $(LOCK); cat $(LOCK).pins; } > $(LOCK).new && rm $(LOCK).pins && mv $(LOCK).new $(LOCK)
+	$(BIN)/python .ci/lock-versions $(LOCK)
 
 clean:
 	rm -rf $(VENV) $(NEWEST_VENV)
