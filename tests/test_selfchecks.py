@@ -79,7 +79,8 @@ def test_broken_ig_fast_path_falls_back_to_the_reference_numbers(backend_name, s
 def test_wrong_numbers_on_every_ig_layout_stop_the_run():
     backend = sabotaged("nnsight", "wrong-gradients")
     prompt, objective = binary_prompt(backend)
-    with pytest.raises(SelfCheckError, match="self-check 'ig-reference' failed.*the run stops"):
+    with pytest.raises(SelfCheckError, match="self-check 'ig-reference' failed.*the run stops"), \
+            pytest.warns(LoctestWarning, match="using the exact path"):
         integrated_gradients(backend, prompt, objective, [("mlp", 0)], steps=2)
     assert check_outcomes(backend)["ig-reference"] == (2, "stopped")
 
