@@ -45,6 +45,7 @@ from captum.attr import LayerIntegratedGradients  # noqa: E402
 
 from conftest import make_backend  # noqa: E402
 from loctest.models import EMBEDDED_MODEL, ModelConfig, load_model  # noqa: E402
+from loctest.cache import NUMERIC_PACKAGES, package_versions  # noqa: E402
 from loctest.selfcheck import SelfChecks  # noqa: E402
 from loctest_plugins.datasets.truthfulqa import TruthfulQABinary  # noqa: E402
 from loctest_plugins.scorers.binary_choice import BinaryChoiceConfig, binary_prompts  # noqa: E402
@@ -183,8 +184,9 @@ def embedded(args) -> dict:
 
 
 def scaling(args) -> list[dict]:
-    """Engine cost per example vs layer count; the reference runs on the first MLP and the last attention
-    site and is extrapolated to all sites (its cost per site grows linearly with depth, so the two average out)."""
+    """Engine cost per example vs layer count (a second prompt: the first also pays for the backend's one-time
+    self-check, recorded apart); the reference runs on the first MLP and the last attention site and is
+    extrapolated to all sites (its cost per site grows linearly with depth, so the two average out)."""
     rows = []
     for layers in args.tiny_layers:
         backend = make_backend(args.backends[0], "tiny-llama", tiny_layers=layers)
@@ -192,6 +194,8 @@ def scaling(args) -> list[dict]:
         sites = [(kind, l) for kind in ("mlp", "attn") for l in range(layers)]
         sampled = [("mlp", 0), ("attn", layers - 1)]
         objective = label_objective(groups)
+        with timed({}) as first:  # pays for the one-time self-check ("ig-reference") of the backend
+            integrated_gradients(backend, prompt, objective, sites, STEPS, "last", args.batch_tokens)
         with timed({}) as engine:
             attribution, _ = integrated_gradients(backend, prompt, objective, sites, STEPS, "last", args.batch_tokens)
         with timed({}) as ref:
@@ -199,7 +203,7 @@ def scaling(args) -> list[dict]:
         reference_s = ref["cpu_s"] / len(sampled) * len(sites)
         error = max(relative_error(attribution.attributions[s][t], reference.attributions[s][t]) for s in sampled for t in range(2))
         rows.append({"layers": layers, "sites": len(sites), "prompt_tokens": backend.encode([prompt]).input_ids.shape[1],
-                     "engine_cpu_s": engine["cpu_s"], "engine_wall_s": engine["wall_s"],
+                     "engine_cpu_s": engine["cpu_s"], "engine_wall_s": engine["wall_s"], "first_prompt_cpu_s": first["cpu_s"],
                      "reference_cpu_s_extrapolated": reference_s, "speedup": reference_s / engine["cpu_s"],
                      "max_relative_error": error})
         console.print(f"tiny-llama {layers} layers: engine {engine['cpu_s']:.2f} s, reference {reference_s:.1f} s (extrapolated), CPU")
@@ -249,13 +253,15 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    results = {"environment": {"torch": torch.__version__, "threads": torch.get_num_threads(), "cpu": platform.processor() or platform.machine(),
-                               "cores": os.cpu_count(), "load_average_start": os.getloadavg()}}
-    if not args.skip_embedded:
-        results["embedded"] = embedded(args)
-    if not args.skip_scaling:
-        results["scaling"] = scaling(args)
-    results["environment"]["load_average_end"] = os.getloadavg()
+    results = json.loads(args.out.read_text()) if args.out.exists() else {}  # a skipped part keeps its earlier results
+    for part, measure, skipped in (("embedded", embedded, args.skip_embedded), ("scaling", scaling, args.skip_scaling)):
+        if not skipped:
+            environment = {"versions": package_versions(NUMERIC_PACKAGES + ("captum",)), "threads": torch.get_num_threads(),
+                           "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+                           "load_average_start": os.getloadavg()}
+            results[part] = measure(args)
+            results[f"{part}_environment"] = environment | {"load_average_end": os.getloadavg()}
+    results.pop("environment", None)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=1))
     show(results)
