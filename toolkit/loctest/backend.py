@@ -7,6 +7,7 @@ continuation log-probabilities, gradients, generation — is built on it here, i
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import inspect
 from collections.abc import Callable, Sequence
@@ -344,7 +345,7 @@ class Backend(Plugin):
         rows = batch.input_ids.shape[0]
         prompt = batch
         if cached:
-            batch.past_key_values = DynamicCache()  # filled in place by each forward pass
+            batch = dataclasses.replace(prompt, past_key_values=DynamicCache())  # filled in place by each forward pass
         generated = torch.empty((rows, 0), dtype=torch.long, device=self.device)
         steps, done = [], torch.zeros(rows, dtype=torch.bool, device=self.device)
         for _ in range(max_new_tokens):
@@ -356,10 +357,11 @@ class Backend(Plugin):
             done |= token == eos
             if bool(done.all()):
                 break
-            batch = self._next_step(prompt, batch, generated) if cached else self._whole(prompt, generated)
+            batch = self._next_step(batch, generated) if cached else self._whole(prompt, generated)
         return generated.tolist(), torch.stack(steps, dim=1)
 
-    def _next_step(self, prompt: Batch, batch: Batch, generated: torch.Tensor) -> Batch:
+    def _next_step(self, batch: Batch, generated: torch.Tensor) -> Batch:
+        """The last generated token over the cache of everything before it."""
         ones = torch.ones((generated.shape[0], 1), dtype=torch.bool, device=self.device)
         return Batch(generated[:, -1:], torch.cat([batch.attention_mask, ones.long()], dim=1),
                      batch.position_ids[:, -1:] + 1, ~ones, ones, batch.past_key_values)
