@@ -198,11 +198,6 @@ class Backend(Plugin):
         tok = self.tokenizer
         return tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
 
-    def batches(self, n: int, batch_size: int | None = None):
-        size = batch_size or self.config.batch_size
-        for start in range(0, n, size):
-            yield slice(start, min(n, start + size))
-
     def _by_length(self, texts: Sequence[str], compute: Callable[[list[int]], Sequence],
                    progress: Callable[[int], None] | None, check_padding: bool = True) -> list:
         """``compute(indices)`` over batches of texts of similar length (less padding); results in input order.

@@ -16,9 +16,11 @@ after the cache, each seeing the prompt and itself only (a 4D attention mask) at
 each scaling only its own site. One forward pass gives every copy's objective; one backward pass per
 objective column gives every copy's gradient (copies are independent, so the gradient of the sum is each
 copy's own). Copies are ordered by layer so a backward pass stops at the chunk's lowest site, and step m
-(nothing scaled) is one copy shared by all sites. Before that, two unedited copies must reproduce the
-unedited f: if a model does not honour the mask (e.g. sliding-window attention shorter than the prompt) the
-engine falls back to whole-prompt rows. :func:`reference_integrated_gradients` is the straightforward
+(nothing scaled) is one copy shared by all sites. None of this is taken on trust (self-checks, recorded on
+``backend.checks``): every prompt's last token over the cache must match a whole-prompt pass and two unedited copies
+must match the last token alone; the first prompt's lowest site must match the reference. A failed check (e.g.
+sliding-window attention shorter than the prompt) switches to whole-prompt rows; if those disagree with the
+reference too, :class:`loctest.selfcheck.SelfCheckError` stops the run. :func:`reference_integrated_gradients` is the straightforward
 computation (one full forward and backward pass over the prompt per site, step and column).
 """
 from __future__ import annotations
