@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import LoctestWarning
+from .files import atomic_write
 
 
 NUMERIC_PACKAGES = ("torch", "transformers", "transformer-lens", "nnsight", "peft", "accelerate", "numpy", "scipy",
@@ -76,11 +77,7 @@ class JsonCache:
             return None
 
     def put(self, kind: str, key: str, value: Any) -> None:
-        path = self.path(kind, key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
-        tmp.write_text(json.dumps(value))
-        tmp.replace(path)  # atomic: a killed run never leaves half a file
+        atomic_write(self.path(kind, key), json.dumps(value))
 
     def put_files(self, kind: str, key: str, root: Path, paths: list[Path]) -> None:
         """Keep copies of files under ``root`` (e.g. what a locator wrote into the run directory)."""

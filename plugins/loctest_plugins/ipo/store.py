@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 from loctest.errors import UserError
+from loctest.files import atomic_write
 
 from .edit import RankOneEdit
 
@@ -20,17 +20,14 @@ def edit_paths(path: str | Path) -> tuple[Path, Path]:
     return stem.with_name(stem.name + ".safetensors"), stem.with_name(stem.name + ".json")
 
 
-def save_edit(edit: RankOneEdit, spec: dict, path: str | Path) -> None:
-    """Write both files (each through a temporary name, so a killed run never leaves half an edit)."""
-    from safetensors.torch import save_file
+def save_edit(edit: RankOneEdit, spec: dict, path: str | Path, write=atomic_write) -> None:
+    """Write both files through ``write(path, data)`` (``context.write_output`` for a path in the run directory),
+    the spec last, so that a spec on disk means a whole edit."""
+    from safetensors.torch import save
 
     tensors_path, spec_path = edit_paths(path)
-    tensors_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = f".tmp{os.getpid()}"
-    save_file(edit.tensors(), str(tensors_path) + tmp, metadata={"format": FORMAT})
-    Path(str(spec_path) + tmp).write_text(json.dumps({"format": FORMAT, **spec}, indent=1))
-    Path(str(tensors_path) + tmp).replace(tensors_path)
-    Path(str(spec_path) + tmp).replace(spec_path)
+    write(tensors_path, save(edit.tensors(), metadata={"format": FORMAT}))
+    write(spec_path, {"format": FORMAT, **spec})
 
 
 def load_edit(path: str | Path, device="cpu") -> tuple[RankOneEdit, dict]:

@@ -19,12 +19,13 @@ import numpy as np
 import scipy.sparse
 import torch
 from pydantic import Field
-from safetensors.torch import load_file, safe_open, save_file
+from safetensors.torch import load_file, safe_open, save
 
 from loctest import PluginConfig
 from loctest.cache import source_fingerprint
 from loctest.base import Example, Judge, Verdict
 from loctest.errors import UserError
+from loctest.files import atomic_write
 
 from .judge_data import DATA, references
 from .reference_features import HASH_BITS, ReferenceSet
@@ -82,7 +83,7 @@ def save_weights(net: JudgeNet, idf: np.ndarray, metadata: dict, path: Path) -> 
     tensors = {k: v.detach().clone().contiguous() for k, v in net.state_dict().items()}
     tensors["wide"] = tensors["wide"].half()
     tensors["idf"] = torch.from_numpy(idf).half()
-    save_file(tensors, str(path), metadata={"loctest": json.dumps(metadata, sort_keys=True)})
+    atomic_write(path, save(tensors, metadata={"loctest": json.dumps(metadata, sort_keys=True)}))
 
 
 def read_metadata(path: Path) -> dict:

@@ -1,18 +1,18 @@
 """Per-example attributions on disk (safetensors), so a killed run resumes without recomputing them.
 
-A file's key hashes ``Backend.identity()`` (backend, package versions, model and a fingerprint of its weights), the
+A file's key hashes ``Model.identity()`` (backend, package versions, model and a fingerprint of its weights), the
 prompt, the objective's tokens and every IG setting.
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 
 from loctest.cache import cache_key, drop_corrupt
+from loctest.files import atomic_write
 
 from .ig import Attribution
 
@@ -56,9 +56,4 @@ class AttributionCache:
         for s, a in attribution.attributions.items():
             tensors[_name("attr", s)] = a.contiguous()
             tensors[_name("zeroed", s)] = attribution.zeroed[s].reshape(-1).contiguous()
-        path = self.path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
-        save_file({k: v.to(torch.float32) for k, v in tensors.items()}, tmp, metadata=metadata)
-        tmp.replace(path)  # atomic: a killed run never leaves half a file
-        return path
+        return atomic_write(self.path(key), save({k: v.to(torch.float32) for k, v in tensors.items()}, metadata=metadata))
