@@ -43,12 +43,12 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from captum.attr import LayerIntegratedGradients  # noqa: E402
 
-from conftest import make_backend  # noqa: E402
+from conftest import make_model  # noqa: E402
 from loctest.models import EMBEDDED_MODEL, ModelConfig, load_model  # noqa: E402
 from loctest.cache import NUMERIC_PACKAGES, package_versions  # noqa: E402
 from loctest.selfcheck import SelfChecks  # noqa: E402
 from loctest_plugins.datasets.truthfulqa import TruthfulQABinary  # noqa: E402
-from loctest_plugins.scorers.binary_choice import BinaryChoiceConfig, binary_prompts  # noqa: E402
+from loctest_plugins.common.binary_prompts import BinaryPromptConfig, binary_prompts  # noqa: E402
 from loctest_plugins.truth_neurons.ig import (integrated_gradients, label_objective,  # noqa: E402
                                               reference_integrated_gradients)
 
@@ -56,12 +56,12 @@ STEPS = 20
 console = Console()
 
 
-def workload(backend, n: int):
+def workload(model, n: int):
     """The first ``n`` TruthfulQA questions, correct answer as A for even, as B for odd ones; token groups
     [correct label, incorrect label]."""
     examples = TruthfulQABinary().load()[:n]
-    prompts = binary_prompts(backend, BinaryChoiceConfig(), examples)
-    labels = [[backend.answer_token_ids(t) for t in pair] for pair in (("A", "a"), ("B", "b"))]
+    prompts = binary_prompts(model, BinaryPromptConfig(), examples)
+    labels = [[model.answer_token_ids(t) for t in pair] for pair in (("A", "a"), ("B", "b"))]
     return [(prompts[2 * i + i % 2], [labels[i % 2], labels[1 - i % 2]]) for i in range(n)]
 
 
@@ -126,7 +126,7 @@ def mean_of(records: list[dict]) -> dict:
 
 
 def embedded(args) -> dict:
-    backends = {name: make_backend(name, EMBEDDED_MODEL) for name in args.backends}
+    backends = {name: make_model(name, EMBEDDED_MODEL) for name in args.backends}
     first = next(iter(backends.values()))
     sites = [(kind, l) for kind in ("mlp", "attn") for l in range(first.shape.n_layers)]
     prompts = workload(first, args.prompts)
@@ -135,18 +135,18 @@ def embedded(args) -> dict:
            "batch_tokens": args.batch_tokens, "engine": {}, "captum": {}}
 
     engine_attr = {}
-    for name, backend in backends.items():
-        integrated_gradients(backend, prompts[0][0], label_objective(prompts[0][1]), sites[:1], 2)  # warm-up
-        backend.checks = SelfChecks()  # the timed prompts pay for every self-check, the first for the one-time ones
+    for name, model in backends.items():
+        integrated_gradients(model, prompts[0][0], label_objective(prompts[0][1]), sites[:1], 2)  # warm-up
+        model.backend.checks = SelfChecks()  # the timed prompts pay for every self-check, the first for the one-time ones
         runs = []
         for i, (prompt, groups) in enumerate(prompts):
             with timed({"prompt": i}) as run:
-                attribution, info = integrated_gradients(backend, prompt, label_objective(groups), sites, STEPS, "last", args.batch_tokens)
+                attribution, info = integrated_gradients(model, prompt, label_objective(groups), sites, STEPS, "last", args.batch_tokens)
             runs.append(run | {"layout": info.layout})
             engine_attr.setdefault(i, attribution)
             console.print(f"engine {escape(f'[{name}]')} prompt {i} ({lengths[i]} tokens, {info.layout}): "
                           f"{run['wall_s']:.1f} s wall, {run['cpu_s']:.1f} s CPU")
-        out["engine"][name] = {"runs": runs, "per_example": mean_of(runs), "self_checks": backend.checks.summary(),
+        out["engine"][name] = {"runs": runs, "per_example": mean_of(runs), "self_checks": model.checks.summary(),
                                "per_example_after_the_first": mean_of(runs[1:]) if len(runs) > 1 else None}
     out["completeness_max_abs_delta"] = max(float(v.abs().max()) for a in engine_attr.values() for v in a.completeness_delta().values())
 
@@ -189,20 +189,20 @@ def scaling(args) -> list[dict]:
     extrapolated to all sites (its cost per site grows linearly with depth, so the two average out)."""
     rows = []
     for layers in args.tiny_layers:
-        backend = make_backend(args.backends[0], "tiny-llama", tiny_layers=layers)
-        prompt, groups = workload(backend, 1)[0]
+        model = make_model(args.backends[0], "tiny-llama", tiny_layers=layers)
+        prompt, groups = workload(model, 1)[0]
         sites = [(kind, l) for kind in ("mlp", "attn") for l in range(layers)]
         sampled = [("mlp", 0), ("attn", layers - 1)]
         objective = label_objective(groups)
-        with timed({}) as first:  # pays for the one-time self-check ("ig-reference") of the backend
-            integrated_gradients(backend, prompt, objective, sites, STEPS, "last", args.batch_tokens)
+        with timed({}) as first:  # pays for the one-time self-check ("ig-reference") of the model
+            integrated_gradients(model, prompt, objective, sites, STEPS, "last", args.batch_tokens)
         with timed({}) as engine:
-            attribution, _ = integrated_gradients(backend, prompt, objective, sites, STEPS, "last", args.batch_tokens)
+            attribution, _ = integrated_gradients(model, prompt, objective, sites, STEPS, "last", args.batch_tokens)
         with timed({}) as ref:
-            reference = reference_integrated_gradients(backend, prompt, objective, sampled, STEPS)
+            reference = reference_integrated_gradients(model, prompt, objective, sampled, STEPS)
         reference_s = ref["cpu_s"] / len(sampled) * len(sites)
         error = max(relative_error(attribution.attributions[s][t], reference.attributions[s][t]) for s in sampled for t in range(2))
-        rows.append({"layers": layers, "sites": len(sites), "prompt_tokens": backend.encode([prompt]).input_ids.shape[1],
+        rows.append({"layers": layers, "sites": len(sites), "prompt_tokens": model.encode([prompt]).input_ids.shape[1],
                      "engine_cpu_s": engine["cpu_s"], "engine_wall_s": engine["wall_s"], "first_prompt_cpu_s": first["cpu_s"],
                      "reference_cpu_s_extrapolated": reference_s, "speedup": reference_s / engine["cpu_s"],
                      "max_relative_error": error})

@@ -23,12 +23,13 @@ import numpy as np
 import torch
 from sklearn.linear_model import LogisticRegression
 
+from loctest.model import Model
 from loctest.models import ModelConfig, load_model
 from loctest.plugin_manager import create_host
 from loctest.recipe import DatasetSelection
 from loctest.runner import select
 from loctest_plugins.datasets.truthfulqa_mc import TruthfulQAMC
-from loctest_plugins.iti_common import QA_PROMPT, labelled_texts
+from loctest_plugins.common.qa import QA_PROMPT, labelled_texts
 from loctest_plugins.locators.probe_heads import fit_logistic_probes, question_split
 
 
@@ -41,12 +42,12 @@ def activations(n_questions: int, saved: Path | None):
         if x.shape[1] != len(texts):
             raise SystemExit(f"{saved} holds {x.shape[1]} texts, not the {len(texts)} of {n_questions} questions")
     else:
-        backend = create_host().registry("backend").get("transformer-lens")(load_model(ModelConfig(device="cpu")))
-        sites = [("attn", layer) for layer in range(backend.shape.n_layers)]
+        model = create_host().registry("model").get("transformer-lens")(load_model(ModelConfig(device="cpu")))
+        sites = [("attn", layer) for layer in range(model.shape.n_layers)]
         started = time.perf_counter()
-        captured = backend.capture_last(texts, sites)
+        captured = model.capture_last(texts, sites)
         print(f"collected {len(texts)} texts x {len(sites)} layers in {time.perf_counter() - started:.1f} s")
-        x = torch.stack([captured[s] for s in sites], 1).view(len(texts), -1, backend.shape.d_head).transpose(0, 1)
+        x = torch.stack([captured[s] for s in sites], 1).view(len(texts), -1, model.shape.d_head).transpose(0, 1)
         if saved:
             torch.save(x.contiguous(), saved)
     val = question_split(len(examples), 0.2, np.random.default_rng(0))[question]

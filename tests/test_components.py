@@ -44,18 +44,15 @@ def test_component_set_keeps_first_order_without_duplicates():
     assert components != ComponentSet(["mlp:1:2"])
 
 
-def test_json_round_trip_with_backend_names(tmp_path):
+def test_json_round_trip_with_backend_site_names(tmp_path):
     components = ComponentSet(["mlp:1:2", "head:0:3", "attn:1:2:5"])
     path = tmp_path / "arm.json"
-    components.save(path)
+    components.save(path, {"some-backend": lambda site: f"{site[0]}-site-{site[1]}"})
     data = json.loads(path.read_text())
     assert data == [
-        {"name": "mlp:1:2", "kind": "mlp", "layer": 1, "index": 2, "dim": None,
-         "transformer_lens": "blocks.1.mlp.hook_post", "nnsight": "model.layers[1].mlp.down_proj.input"},
-        {"name": "head:0:3", "kind": "head", "layer": 0, "index": 3, "dim": None,
-         "transformer_lens": "blocks.0.attn.hook_z", "nnsight": "model.layers[0].self_attn.o_proj.input"},
-        {"name": "attn:1:2:5", "kind": "attn", "layer": 1, "index": 2, "dim": 5,
-         "transformer_lens": "blocks.1.attn.hook_z", "nnsight": "model.layers[1].self_attn.o_proj.input"},
+        {"name": "mlp:1:2", "kind": "mlp", "layer": 1, "index": 2, "dim": None, "some-backend": "mlp-site-1"},
+        {"name": "head:0:3", "kind": "head", "layer": 0, "index": 3, "dim": None, "some-backend": "attn-site-0"},
+        {"name": "attn:1:2:5", "kind": "attn", "layer": 1, "index": 2, "dim": 5, "some-backend": "attn-site-1"},
     ]
     loaded = ComponentSet.load(path)
     assert loaded.names() == components.names()

@@ -20,7 +20,7 @@ from loctest_plugins.ipo.pairs import preference_pairs
 from loctest_plugins.ipo.store import load_edit
 from loctest_plugins.ipo.training import ipo_loss, pair_logprobs
 
-from conftest import ROOT, cached_backend, tiny_recipe
+from conftest import ROOT, cached_model, tiny_recipe
 
 EXAMPLES = [Example("q1", "Is the sky green?", ("No.", "It is blue."), ("Yes.", "Green, always.")),
             Example("q2", "Do cats bark?", ("No, cats meow.",), ("Yes.", "Cats bark loudly.")),
@@ -30,7 +30,7 @@ FAST = {"dataset": "qa", "tau": 0.5, "lr": 0.1, "epochs": 2, "batch_size": 2}  #
 
 
 def context(tmp_path, backend="transformer-lens", seed=0, arm="edit") -> RunContext:
-    return RunContext(cached_backend(backend), seed, tmp_path / "run", tmp_path / "cache", Progress(enabled=False),
+    return RunContext(cached_model(backend), seed, tmp_path / "run", tmp_path / "cache", Progress(enabled=False),
                       datasets={"qa": lambda: EXAMPLES}, arm=arm)
 
 
@@ -57,7 +57,7 @@ def test_ipo_loss_is_the_paper_formula():
 
 
 def test_differentiable_logprobs_match_the_backend(tmp_path):
-    backend = cached_backend("transformer-lens")
+    backend = cached_model("transformer-lens")
     pairs = preference_pairs(EXAMPLES, backend.chat_prompt)
     chosen, rejected = pair_logprobs(lambda batch: backend.run(batch, grad=True).logits, backend, pairs)
     reference = backend.continuation_logprobs([p.prompt for p in pairs], [p.chosen for p in pairs])
@@ -67,15 +67,15 @@ def test_differentiable_logprobs_match_the_backend(tmp_path):
 
 def test_head_edit_equals_a_lora_update_of_the_output_projection():
     """o + <a, o> (m b) before W is the weight update W + (W m b) a^T (Eq. 4.1-4.3), checked on a copy of the model."""
-    backend = cached_backend("transformer-lens")
+    backend = cached_model("transformer-lens")
     edit = RankOneEdit.initial(RankOneEdit.masks(HEADS, backend.shape), torch.Generator().manual_seed(1))
     for s in edit.sites:
         s.b.data.normal_(generator=torch.Generator().manual_seed(2))
     batch = backend.encode(["The capital of France is", "Q: 2+2?"], [" Paris", " 4"])
     edited = backend.run(batch, edit.interventions("all")).logits
-    model = backend.loaded.instantiate()
+    model, paths = backend.separate_copy([s.site for s in edit.sites])
     for s in edit.sites:
-        proj = model.get_submodule(backend.loaded.architecture.layer_module_path(s.site))
+        proj = model.get_submodule(paths[s.site])
         proj.weight.data += torch.outer(proj.weight.data @ s.direction().detach(), s.a.detach())
     updated = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, position_ids=batch.position_ids).logits
     real = batch.attention_mask.bool()
@@ -84,10 +84,10 @@ def test_head_edit_equals_a_lora_update_of_the_output_projection():
 
 
 def test_training_moves_only_a_and_b_and_b_stays_on_the_chosen_heads(tmp_path):
-    backend = cached_backend("transformer-lens")
-    before = {k: v.clone() for k, v in backend.loaded_module().state_dict().items()}
+    backend = cached_model("transformer-lens")
+    before = {k: v.clone() for k, v in backend.backend.loaded_module().state_dict().items()}
     _, edit, spec = trained(tmp_path)
-    after = backend.loaded_module().state_dict()
+    after = backend.backend.loaded_module().state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
     d_head = backend.shape.d_head
     chosen = {0: 1, 1: 3}
@@ -105,7 +105,7 @@ def test_training_moves_only_a_and_b_and_b_stays_on_the_chosen_heads(tmp_path):
 def test_training_lowers_the_objective_on_its_pairs(tmp_path):
     """At initialisation (b = 0) every margin is 0 and the loss is (1/(2 tau))^2 = 1; training must lower it."""
     interventions, _, _ = trained(tmp_path, epochs=4)
-    backend = cached_backend("transformer-lens")
+    backend = cached_model("transformer-lens")
     pairs = preference_pairs(EXAMPLES, IpoLora(FAST).question_prompt(backend), " ")
     with torch.no_grad():
         chosen, rejected = pair_logprobs(lambda batch: backend.run(batch, interventions).logits, backend, pairs)
@@ -153,7 +153,7 @@ def test_load_reuses_a_saved_edit_and_checks_it_fits(tmp_path):
 
 
 def test_learning_rate_defaults_follow_the_paper():
-    shape = cached_backend("transformer-lens").shape
+    shape = cached_model("transformer-lens").shape
     every_head = ComponentSet([f"head:{l}:{h}" for l in range(shape.n_layers) for h in range(shape.n_heads)])
     assert IpoLora().learning_rate(ComponentSet(["head:0:0"]), shape) == 2e-3
     assert IpoLora().learning_rate(HEADS, shape) == 5e-4
@@ -175,10 +175,10 @@ def test_bad_settings_are_user_errors(tmp_path):
 
 @pytest.mark.parametrize("model", ["tiny-llama", "tiny-gpt2"])
 def test_peft_lora_converts_to_an_edit_that_reproduces_the_peft_model(model):
-    backend = cached_backend("transformer-lens", model)
+    backend = cached_model("transformer-lens", model)
     sites = [("attn", 0), ("attn", 1)]
-    targets = {s: backend.loaded.architecture.layer_module_path(s) for s in sites}
-    peft_model = full_model.lora_model(backend.loaded.instantiate(), targets, seed=0)
+    module, targets = backend.separate_copy(sites)
+    peft_model = full_model.lora_model(module, targets, seed=0)
     generator = torch.Generator().manual_seed(3)
     for p in full_model.lora_parameters(peft_model):
         p.data = torch.randn(p.shape, generator=generator) * 0.5  # B is zero at initialisation: make it act
@@ -193,10 +193,10 @@ def test_peft_lora_converts_to_an_edit_that_reproduces_the_peft_model(model):
 
 
 def test_full_model_baseline_trains_peft_and_leaves_the_backend_alone(tmp_path):
-    backend = cached_backend("transformer-lens")
-    before = {k: v.clone() for k, v in backend.loaded_module().state_dict().items()}
+    backend = cached_model("transformer-lens")
+    before = {k: v.clone() for k, v in backend.backend.loaded_module().state_dict().items()}
     _, edit, spec = trained(tmp_path, full_model=True, epochs=1)
-    assert all(torch.equal(before[k], v) for k, v in backend.loaded_module().state_dict().items())
+    assert all(torch.equal(before[k], v) for k, v in backend.backend.loaded_module().state_dict().items())
     assert spec["conversion_residual"] < 1e-6 and spec["steps"] == 4
     assert all(torch.all(s.mask == 1) and s.b.abs().sum() > 0 for s in edit.sites)
     with pytest.raises(UserError, match="positions"):

@@ -22,7 +22,7 @@ from loctest_plugins.locators.random import RandomLocator
 from loctest_plugins.scorers.binary_choice import BinaryChoice
 from loctest_plugins.truth_neurons.selection import candidates, significance, split_halves
 
-from conftest import BACKENDS, make_backend
+from conftest import BACKENDS, make_model
 
 # -- selection statistics on fixed data -------------------------------------------------------------------
 
@@ -85,7 +85,7 @@ def plant(backend) -> None:
     dim 1. MLP neurons 5, 17, 42 of layer 1 compute silu(3 * dim3) * 0.1 * dim1 (signed) and write dim 2, which
     the unembedding reads as +A/+a vs -B/-b. Every other weight keeps its random value but neither reads nor
     writes dims 0-3, so no other neuron can carry the answer."""
-    model = backend.loaded_module()
+    model = backend.backend.loaded_module()
     token = {t: backend.tokenizer.encode(t, add_special_tokens=False)[0] for t in "TFAaBb"}
     planted = slice(0, 4)
     with torch.no_grad():
@@ -125,7 +125,7 @@ def plant(backend) -> None:
 
 @functools.cache
 def planted_backend(backend_name: str = "nnsight"):
-    backend = make_backend(backend_name, "tiny-llama", tiny_layers=2)  # TransformerLens's bridge shares the weights
+    backend = make_model(backend_name, "tiny-llama", tiny_layers=2)  # TransformerLens's bridge shares the weights
     plant(backend)
     return backend
 

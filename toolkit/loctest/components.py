@@ -1,20 +1,19 @@
-"""One vocabulary for model components, mapped to TransformerLens hook names and nnsight module paths.
+"""One vocabulary for model components, the same for every backend and architecture.
 
-- MLP neuron ``mlp:L:N`` = neuron N of the input to layer L's down projection
-  (TransformerLens ``blocks.L.mlp.hook_post``, nnsight ``model.layers[L].mlp.down_proj.input``).
-- Attention head ``head:L:H`` = head H's output before layer L's output projection
-  (TransformerLens ``blocks.L.attn.hook_z``, nnsight ``model.layers[L].self_attn.o_proj.input``).
+- MLP neuron ``mlp:L:N`` = neuron N of the input to layer L's MLP down projection.
+- Attention head ``head:L:H`` = head H's output before layer L's attention output projection.
 - Attention neuron ``attn:L:H:D`` = dimension D of that head's output.
 
 A :class:`ComponentSet` is an ordered, duplicate-free set of components that serialises to JSON and
-groups itself by *site* (one activation tensor: ``("mlp", L)`` or ``("attn", L)``).
+groups itself by *site* (one activation tensor: ``("mlp", L)`` or ``("attn", L)``). Each backend names a site
+its own way for the architecture at hand (``Backend.site_name``: a TransformerLens hook, an nnsight path).
 """
 from __future__ import annotations
 
 import json
 import re
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,16 +48,6 @@ class Component:
     def site(self) -> tuple[str, int]:
         """The activation tensor this component lives in: ("mlp", layer) or ("attn", layer)."""
         return ("mlp" if self.kind == "mlp" else "attn", self.layer)
-
-    @property
-    def transformer_lens_hook(self) -> str:
-        return f"blocks.{self.layer}.mlp.hook_post" if self.kind == "mlp" else f"blocks.{self.layer}.attn.hook_z"
-
-    @property
-    def nnsight_path(self) -> str:
-        if self.kind == "mlp":
-            return f"model.layers[{self.layer}].mlp.down_proj.input"
-        return f"model.layers[{self.layer}].self_attn.o_proj.input"
 
     @classmethod
     def parse(cls, text: str) -> "Component":
@@ -153,19 +142,19 @@ class ComponentSet:
     def names(self) -> list[str]:
         return [c.name for c in self._items]
 
-    def to_json(self) -> list[dict]:
-        return [
-            {"name": c.name, "kind": c.kind, "layer": c.layer, "index": c.index, "dim": c.dim,
-             "transformer_lens": c.transformer_lens_hook, "nnsight": c.nnsight_path}
-            for c in self._items
-        ]
+    def to_json(self, site_names: dict[str, Callable[[tuple[str, int]], str]] | None = None) -> list[dict]:
+        """One dict per component; ``site_names`` maps a label (a backend's name) to that backend's
+        ``site_name``, and each component gets its site's name under the label."""
+        site_names = site_names or {}
+        return [{"name": c.name, "kind": c.kind, "layer": c.layer, "index": c.index, "dim": c.dim,
+                 **{label: name(c.site) for label, name in site_names.items()}} for c in self._items]
 
     @classmethod
     def from_json(cls, data: list) -> "ComponentSet":
         return cls(Component.parse(d["name"] if isinstance(d, dict) else d) for d in data)
 
-    def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_json(), indent=1))
+    def save(self, path: str | Path, site_names: dict[str, Callable[[tuple[str, int]], str]] | None = None) -> None:
+        Path(path).write_text(json.dumps(self.to_json(site_names), indent=1))
 
     @classmethod
     def load(cls, path: str | Path) -> "ComponentSet":

@@ -2,6 +2,7 @@
 the MLP down projection and the attention output projection, all sites inside one trace."""
 from __future__ import annotations
 
+import re
 import warnings
 from collections.abc import Sequence
 
@@ -52,6 +53,11 @@ class NNsightBackend(Backend):
 
     def loaded_module(self) -> torch.nn.Module:
         return self._module
+
+    def site_name(self, site: Site) -> str:
+        """The input of the layer's MLP down projection or attention output projection, as an nnsight path of
+        this architecture, e.g. ``model.layers[3].mlp.down_proj.input`` or ``transformer.h[3].attn.c_proj.input``."""
+        return re.sub(r"\.(\d+)(?=\.|$)", r"[\1]", self.architecture.layer_module_path(site)) + ".input"
 
     def _envoy(self, site: Site):
         envoy = self.lm

@@ -1,5 +1,5 @@
 """TransformerLens 4.x backend: a ``TransformerBridge`` over the Hugging Face model, hooks at
-``blocks.L.mlp.hook_post`` and ``blocks.L.attn.hook_z``."""
+``blocks.L.mlp.hook_post`` (MLP neurons) and ``blocks.L.attn.hook_z`` (attention heads and their neurons)."""
 from __future__ import annotations
 
 import copy
@@ -10,7 +10,6 @@ from collections.abc import Sequence
 import torch
 
 from loctest.backend import Backend, Batch, RunOutput, apply_interventions, cache_arguments
-from loctest.components import Component
 from loctest.interventions import Intervention, Site, group_by_site
 
 
@@ -20,11 +19,6 @@ def _cache_under_both_names(module, args, kwargs):
     if kwargs.get("cache") is not None and kwargs.get("past_key_values") is None:
         kwargs["past_key_values"] = kwargs["cache"]
     return args, kwargs
-
-
-def hook_name(site: Site) -> str:
-    kind, layer = site
-    return (Component("mlp", layer, 0) if kind == "mlp" else Component("head", layer, 0)).transformer_lens_hook
 
 
 class TransformerLensBackend(Backend):
@@ -49,6 +43,12 @@ class TransformerLensBackend(Backend):
     def loaded_module(self) -> torch.nn.Module:
         return self._module
 
+    def site_name(self, site: Site) -> str:
+        """The bridge's hook: ``blocks.L.mlp.hook_post`` [B, P, d_mlp] or ``blocks.L.attn.hook_z`` [B, P, H, Dh]
+        (the same names on every architecture the bridge supports)."""
+        kind, layer = site
+        return f"blocks.{layer}.mlp.hook_post" if kind == "mlp" else f"blocks.{layer}.attn.hook_z"
+
     def run(self, batch: Batch, interventions: Sequence[Intervention] = (), capture: Sequence[Site] = (),
             grad: bool = False) -> RunOutput:
         edits = group_by_site(interventions)
@@ -63,7 +63,7 @@ class TransformerLensBackend(Backend):
                 return flat.reshape(activation.shape)
             return hook
 
-        fwd_hooks = [(hook_name(site), make_hook(site)) for site in sorted(set(edits) | set(capture))]
+        fwd_hooks = [(self.site_name(site), make_hook(site)) for site in sorted(set(edits) | set(capture))]
         with torch.set_grad_enabled(grad), self.bridge.hooks(fwd_hooks=fwd_hooks):
             logits = self.bridge(batch.input_ids, attention_mask=batch.attention_mask,
                                  position_ids=batch.position_ids, return_type="logits",

@@ -17,7 +17,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from loctest import ComponentSet, Editor, PluginConfig
+from loctest import ComponentSet, DatasetRef, Editor, PluginConfig
 from loctest.cache import JsonCache, cache_key, file_digest
 from loctest.errors import UserError
 
@@ -26,13 +26,13 @@ from ..ipo.edit import RankOneEdit
 from ..ipo.pairs import PreferencePair, pairs_digest, preference_pairs
 from ..ipo.store import edit_paths, load_edit, save_edit
 from ..ipo.training import Schedule, reference_logprobs, steps, train
-from ..iti_common import QA_PROMPT, check_prompt, qa_prompt
+from ..common.qa import QA_PROMPT, check_prompt, qa_prompt
 
 PAPER_LR = {"one": 2e-3, "some": 5e-4, "all": 1e-4}  # appendix A: single head, 16 heads, all heads
 
 
 class IpoLoraConfig(PluginConfig):
-    dataset: str = Field("truthfulqa", description="Recipe dataset whose questions train the edit, as every correct x "
+    dataset: DatasetRef = Field("truthfulqa", description="Recipe dataset whose questions train the edit, as every correct x "
                                                    "incorrect answer pair (the paper: split = 'train', split_fraction = 0.6).")
     tau: float = Field(0.1, gt=0, description="IPO's tau: the loss pulls each pair's log-ratio margin towards 1/(2 tau) "
                                               "(the paper sweeps 0.1-0.5).")
@@ -85,11 +85,11 @@ class IpoLora(Editor):
             source = f"load: {self.config.load}"
         else:
             edit, spec, source = self.trained(context, components)
-        save_edit(edit, spec | {"source": source, "arm": context.arm}, context.run_dir / "edits" / context.arm)
+        save_edit(edit, spec | {"source": source, "arm": context.arm}, f"edits/{context.arm}", context.write_output)
         return edit.interventions(self.config.positions)
 
     def loaded(self, context, components: ComponentSet) -> tuple[RankOneEdit, dict]:
-        edit, spec = load_edit(self.config.load, context.backend.device)
+        edit, spec = load_edit(self.config.load, context.model.device)
         problems = {
             "model shape": (spec["model"]["shape"], vars(context.shape)),
             "components": (sorted(spec["components"]), sorted(components.names())),
@@ -103,14 +103,14 @@ class IpoLora(Editor):
 
     def trained(self, context, components: ComponentSet) -> tuple[RankOneEdit, dict, str]:
         pairs = self.pairs(context)
-        model = context.backend.identity()
+        model = context.model.identity()
         data = {"dataset": self.config.dataset, "n_pairs": len(pairs), "digest": pairs_digest(pairs)}
         settings = self.config.model_dump(mode="json", exclude={"load"})
         stored = context.cache_dir / "ipo-lora" / cache_key(model, components.names(), settings, data, context.seed)
         if edit_paths(stored)[1].exists():
-            edit, spec = load_edit(stored, context.backend.device)
+            edit, spec = load_edit(stored, context.model.device)
             return edit, spec, f"cache: {stored}"
-        reference = reference_logprobs(context.backend, pairs, JsonCache(context.cache_dir), cache_key(model, data),
+        reference = reference_logprobs(context.model, pairs, JsonCache(context.cache_dir), cache_key(model, data),
                                        context.progress)
         schedule = Schedule(self.config.tau, self.learning_rate(components, context.shape), self.config.epochs,
                             self.config.batch_size)
@@ -129,8 +129,8 @@ class IpoLora(Editor):
         if self.config.dataset not in context.datasets:
             raise UserError(f"arms.{context.arm}.editor.dataset: no dataset {self.config.dataset!r} in [datasets] "
                             f"(valid: {', '.join(context.datasets) or '(none)'})")
-        pairs = preference_pairs(context.dataset(self.config.dataset), self.question_prompt(context.backend),
-                                 answer_prefix="" if self.config.chat and context.backend.uses_chat_template else " ")
+        pairs = preference_pairs(context.dataset(self.config.dataset), self.question_prompt(context.model),
+                                 answer_prefix="" if self.config.chat and context.model.uses_chat_template else " ")
         if not pairs:
             raise UserError(f"arms.{context.arm}.editor.dataset: dataset {self.config.dataset!r} has no question with "
                             "both a correct and an incorrect answer")
@@ -139,9 +139,9 @@ class IpoLora(Editor):
             pairs = [pairs[i] for i in sorted(keep)]
         return pairs
 
-    def question_prompt(self, backend):
+    def question_prompt(self, model):
         if self.config.chat:
-            return lambda q: backend.chat_prompt(qa_prompt(self.config.prompt, q), self.config.system_prompt)
+            return lambda q: model.chat_prompt(qa_prompt(self.config.prompt, q), self.config.system_prompt)
         return lambda q: qa_prompt(self.config.prompt, q)
 
     def learning_rate(self, components: ComponentSet, shape) -> float:
@@ -156,10 +156,10 @@ class IpoLora(Editor):
         import torch
 
         generator = torch.Generator().manual_seed(seed)
-        edit = RankOneEdit.initial(RankOneEdit.masks(components, context.shape), generator, context.backend.device)
+        edit = RankOneEdit.initial(RankOneEdit.masks(components, context.shape), generator, context.model.device)
         positioned = edit.interventions(self.config.positions)
-        history = train(lambda batch: context.backend.run(batch, positioned, grad=True).logits, edit.parameters(),
-                        context.backend, pairs, reference, schedule, context.rng("ipo-lora", "order"), advance,
+        history = train(lambda batch: context.model.run(batch, positioned, grad=True).logits, edit.parameters(),
+                        context.model, pairs, reference, schedule, context.rng("ipo-lora", "order"), advance,
                         f"{context.arm}: IPO")
         return edit, history, {}
 
@@ -167,10 +167,9 @@ class IpoLora(Editor):
         if self.config.positions != "all":
             raise UserError(f"arms.{context.arm}.editor.positions: full_model trains a weight update, which acts at "
                             f"every token: use positions = 'all' (got {self.config.positions!r})")
-        loaded = context.backend.loaded
-        targets = {site: loaded.architecture.layer_module_path(site) for site in components.site_indices(context.shape)}
-        model = full_model.lora_model(loaded.instantiate(), targets, seed)  # a model object of its own
-        history = train(full_model.logits_of(model), full_model.lora_parameters(model), context.backend, pairs,
+        module, targets = context.model.separate_copy(list(components.site_indices(context.shape)))
+        model = full_model.lora_model(module, targets, seed)
+        history = train(full_model.logits_of(model), full_model.lora_parameters(model), context.model, pairs,
                         reference, schedule, context.rng("ipo-lora", "order"), advance, f"{context.arm}: IPO (peft)")
         edit, residual = full_model.to_edit(model, targets)
         if residual > 1e-4:

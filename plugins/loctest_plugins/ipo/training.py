@@ -14,8 +14,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from loctest.backend import Backend, Batch, continuation_logprob_sums
+from loctest.backend import Batch, continuation_logprob_sums
 from loctest.cache import JsonCache
+from loctest.model import Model
 
 from .pairs import PreferencePair
 
@@ -30,14 +31,14 @@ class Schedule:
     batch_size: int
 
 
-def pair_logprobs(logits_of: LogitsOf, backend: Backend, pairs: Sequence[PreferencePair]) -> tuple[torch.Tensor, torch.Tensor]:
+def pair_logprobs(logits_of: LogitsOf, model: Model, pairs: Sequence[PreferencePair]) -> tuple[torch.Tensor, torch.Tensor]:
     """[N] log pi(chosen | prompt) and [N] log pi(rejected | prompt), from one forward pass of 2N rows."""
-    batch = backend.encode([p.prompt for p in pairs] * 2, [p.chosen for p in pairs] + [p.rejected for p in pairs])
+    batch = model.encode([p.prompt for p in pairs] * 2, [p.chosen for p in pairs] + [p.rejected for p in pairs])
     sums = continuation_logprob_sums(logits_of(batch), batch)
     return sums[:len(pairs)], sums[len(pairs):]
 
 
-def reference_logprobs(backend: Backend, pairs: Sequence[PreferencePair], cache: JsonCache, key: str,
+def reference_logprobs(model: Model, pairs: Sequence[PreferencePair], cache: JsonCache, key: str,
                        progress) -> torch.Tensor:
     """[N, 2] unedited log-probabilities of (chosen, rejected): computed once, then read from ``cache``."""
     cached = cache.get("ipo-reference", key)
@@ -46,7 +47,7 @@ def reference_logprobs(backend: Backend, pairs: Sequence[PreferencePair], cache:
     prompts = [p.prompt for p in pairs] * 2
     answers = [p.chosen for p in pairs] + [p.rejected for p in pairs]
     with progress.task("IPO reference log-probs", total=len(prompts)) as advance:
-        values = backend.continuation_logprobs(prompts, answers, progress=advance)
+        values = model.continuation_logprobs(prompts, answers, progress=advance)
     reference = torch.stack([values[:len(pairs)], values[len(pairs):]], dim=1)
     cache.put("ipo-reference", key, reference.tolist())
     return reference
@@ -63,7 +64,7 @@ def steps(n_pairs: int, schedule: Schedule) -> int:
     return math.ceil(n_pairs / schedule.batch_size) * schedule.epochs
 
 
-def train(logits_of: LogitsOf, parameters: list[torch.nn.Parameter], backend: Backend, pairs: Sequence[PreferencePair],
+def train(logits_of: LogitsOf, parameters: list[torch.nn.Parameter], model: Model, pairs: Sequence[PreferencePair],
           reference: torch.Tensor, schedule: Schedule, rng: np.random.Generator,
           advance: Callable[..., None], label: str = "IPO") -> list[float]:
     """Minimise the IPO loss over ``parameters`` (nothing else is handed to the optimiser); each epoch visits
@@ -79,7 +80,7 @@ def train(logits_of: LogitsOf, parameters: list[torch.nn.Parameter], backend: Ba
         for start in range(0, len(pairs), schedule.batch_size):
             rows = order[start:start + schedule.batch_size]
             with torch.enable_grad():
-                chosen, rejected = pair_logprobs(logits_of, backend, [pairs[i] for i in rows])
+                chosen, rejected = pair_logprobs(logits_of, model, [pairs[i] for i in rows])
                 ref = reference[torch.as_tensor(rows)].to(chosen.device)
                 loss = ipo_loss(chosen, rejected, ref[:, 0], ref[:, 1], schedule.tau)
                 optimizer.zero_grad(set_to_none=True)

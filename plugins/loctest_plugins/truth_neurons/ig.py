@@ -1,4 +1,4 @@
-"""Integrated gradients of layer activations, exact and fast, through the backend interface only.
+"""Integrated gradients of layer activations, exact and fast, through the model interface only.
 
 For one prompt, an objective ``f`` with T columns and one *site* (a layer's MLP neurons or attention
 neurons), with the zero baseline and a right Riemann sum of ``m`` steps (Truth Neurons, Eq. 4):
@@ -10,14 +10,14 @@ prompt token, a neuron's attribution then summed over positions — while every 
 
 Why :func:`integrated_gradients` is fast and still exact under ``"last"``: attention is causal, so scaling the
 last position leaves every earlier position unchanged in all steps. The prompt minus its last token runs once
-(``Backend.prefill``), the last token once over that cache (f and x, unedited). Every (site, step) pair is
+(``Model.prefill``), the last token once over that cache (f and x, unedited). Every (site, step) pair is
 then one copy of the last token: many copies (steps, sites and layers at once) side by side in *one* sequence
 after the cache, each seeing the prompt and itself only (a 4D attention mask) at the last token's position,
 each scaling only its own site. One forward pass gives every copy's objective; one backward pass per
 objective column gives every copy's gradient (copies are independent, so the gradient of the sum is each
 copy's own). Copies are ordered by layer so a backward pass stops at the chunk's lowest site, and step m
 (nothing scaled) is one copy shared by all sites. None of this is taken on trust (self-checks, recorded on
-``backend.checks``): every prompt's last token over the cache must match a whole-prompt pass and two unedited copies
+``model.checks``): every prompt's last token over the cache must match a whole-prompt pass and two unedited copies
 must match the last token alone; the first prompt's lowest site must match the reference. A failed check (e.g.
 sliding-window attention shorter than the prompt) switches to whole-prompt rows; if those disagree with the
 reference too, :class:`loctest.selfcheck.SelfCheckError` stops the run. :func:`reference_integrated_gradients` is the straightforward
@@ -133,7 +133,7 @@ class Rows:
         """A site's gradient [..., B, P, width] as [..., R, P', width] (P' = positions of one copy)."""
         raise NotImplementedError
 
-    def unedited(self, backend, objective: Objective, sites: Sequence[Site]) -> tuple[torch.Tensor, dict[Site, torch.Tensor]]:
+    def unedited(self, model, objective: Objective, sites: Sequence[Site]) -> tuple[torch.Tensor, dict[Site, torch.Tensor]]:
         """f of the unedited prompt [T] and each site's activation [P', width] at the scaled positions."""
         raise NotImplementedError
 
@@ -150,22 +150,22 @@ class Rows:
 class TokenCopies(Rows):
     tokens_per_row, row_dim, policy = 1, 1, "prompt"
 
-    def __init__(self, backend, prompt: Batch):
+    def __init__(self, model, prompt: Batch):
         ids = prompt.input_ids
-        self.dtype = backend.loaded.dtype  # of the additive attention mask
-        self.cache = backend.prefill(ids[:, :-1], prompt.attention_mask[:, :-1])
+        self.dtype = model.dtype  # of the additive attention mask
+        self.cache = model.prefill(ids[:, :-1], prompt.attention_mask[:, :-1])
         self.prompt = prompt
         self.last = ids[:, -1:]
         self.position = prompt.position_ids[:, -1:]
         self.prefix = ids.shape[1] - 1
 
     @torch.no_grad()
-    def unedited(self, backend, objective, sites):
+    def unedited(self, model, objective, sites):
         """The last token alone over the cache (ordinary incremental decoding)."""
         p = self.prompt
         batch = Batch(self.last, p.attention_mask, self.position, p.prompt_mask[:, -1:], p.continuation_mask[:, -1:],
                       copy.deepcopy(self.cache))
-        out = backend.run(batch, capture=sites)
+        out = model.run(batch, capture=sites)
         self.last_logits = out.logits[:, -1]
         return objective(self.last_logits).float()[0].cpu(), {s: out.activations[s][0].float() for s in sites}
 
@@ -181,20 +181,20 @@ class TokenCopies(Rows):
         return logits.flatten(0, 1)  # [1, R, vocab] as [R, vocab]: a view, free in the backward pass too
 
     @torch.no_grad()
-    def verified(self, backend) -> bool:
+    def verified(self, model) -> bool:
         """Self-checks "prefill" (the last token over the cache vs a whole-prompt pass) and "token-copies" (two
         unedited copies vs the last token over the cache: fails when a model ignores the 4D mask or limits
         attention, e.g. a sliding window shorter than the prompt). Call after :meth:`unedited`."""
-        limit = tolerance(backend.loaded.dtype)
-        whole = backend.run(self.prompt).logits[:, -1]
-        if not backend.checks.record("prefill", logprob_difference(self.last_logits, whole), limit):
+        limit = tolerance(model.dtype)
+        whole = model.run(self.prompt).logits[:, -1]
+        if not model.checks.record("prefill", logprob_difference(self.last_logits, whole), limit):
             return False
         batch = self.batch(2)
         try:
-            gap = logprob_difference(self.next_logits(backend.run(batch).logits, batch), self.last_logits.expand(2, -1))
+            gap = logprob_difference(self.next_logits(model.run(batch).logits, batch), self.last_logits.expand(2, -1))
         except RuntimeError:  # the model rejects copies of the last token in one sequence
             gap = math.inf
-        return backend.checks.record("token-copies", gap, limit)
+        return model.checks.record("token-copies", gap, limit)
 
     def per_row(self, grad):
         return grad.select(-3, 0).unsqueeze(-2)
@@ -220,8 +220,8 @@ class PromptCopies(Rows):
         return grad
 
     @torch.no_grad()
-    def unedited(self, backend, objective, sites):
-        out = backend.run(self.prompt, capture=sites)
+    def unedited(self, model, objective, sites):
+        out = model.run(self.prompt, capture=sites)
         scaled = self.prompt.position_mask(self.policy)[0, :, None]
         value = objective(self.next_logits(out.logits, self.prompt)).float()[0].cpu()
         return value, {s: (out.activations[s][0] * scaled).float() for s in sites}  # zero where not scaled
@@ -250,45 +250,45 @@ class EngineInfo:
     batch_tokens: int  # the batch size (in tokens) that fit
 
 
-def integrated_gradients(backend, prompt: str, objective: Objective, sites: Sequence[Site], steps: int = 20,
+def integrated_gradients(model, prompt: str, objective: Objective, sites: Sequence[Site], steps: int = 20,
                          positions: str = "last", batch_tokens: int = 128) -> tuple[Attribution, EngineInfo]:
-    """IG of every site for one prompt (see the module docstring). The first prompt of a backend is also
+    """IG of every site for one prompt (see the module docstring). The first prompt of a model is also
     attributed by the reference at one site (self-check "ig-reference")."""
-    check_arguments(sites, backend.shape, steps, positions)
+    check_arguments(sites, model.shape, steps, positions)
     sites = list(sites)
-    full = backend.encode([prompt])
-    first = not backend.checks.ran("ig-reference")
-    if positions == "last" and full.input_ids.shape[1] > 1 and all(map(backend.checks.usable, FAST_PATHS)):
-        copies = TokenCopies(backend, full)
-        value, x = copies.unedited(backend, objective, sites)
-        if copies.verified(backend):
-            result = _attribute(backend, copies, objective, sites, steps, x, value, batch_tokens)
-            if not first or _matches_reference(backend, prompt, objective, sites, steps, positions, result[0]):
+    full = model.encode([prompt])
+    first = not model.checks.ran("ig-reference")
+    if positions == "last" and full.input_ids.shape[1] > 1 and all(map(model.checks.usable, FAST_PATHS)):
+        copies = TokenCopies(model, full)
+        value, x = copies.unedited(model, objective, sites)
+        if copies.verified(model):
+            result = _attribute(model, copies, objective, sites, steps, x, value, batch_tokens)
+            if not first or _matches_reference(model, prompt, objective, sites, steps, positions, result[0]):
                 return result
     rows = PromptCopies(full, positions)
-    value, x = rows.unedited(backend, objective, sites)
-    result = _attribute(backend, rows, objective, sites, steps, x, value, batch_tokens)
+    value, x = rows.unedited(model, objective, sites)
+    result = _attribute(model, rows, objective, sites, steps, x, value, batch_tokens)
     if first:  # no other layout is left: a mismatch stops the run
-        _matches_reference(backend, prompt, objective, sites, steps, positions, result[0], fallback=False)
+        _matches_reference(model, prompt, objective, sites, steps, positions, result[0], fallback=False)
     return result
 
 
-def _matches_reference(backend, prompt: str, objective: Objective, sites: list[Site], steps: int, positions: str,
+def _matches_reference(model, prompt: str, objective: Objective, sites: list[Site], steps: int, positions: str,
                        attribution: Attribution, fallback: bool = True) -> bool:
     """Self-check "ig-reference": at the lowest site (the longest backward pass) and the first objective column,
     the attributions (relative to their largest magnitude), f and f at the baseline against
     :func:`reference_integrated_gradients`."""
     site = min(sites, key=lambda s: (s[1], s[0]))
-    reference = reference_integrated_gradients(backend, prompt, lambda logits: objective(logits)[:, :1], [site], steps, positions)
+    reference = reference_integrated_gradients(model, prompt, lambda logits: objective(logits)[:, :1], [site], steps, positions)
     exact = reference.attributions[site][0]
     gap = float((attribution.attributions[site][0] - exact).abs().max() / exact.abs().max().clamp_min(1e-30))
     gap = max(gap, float((attribution.value[0] - reference.value[0]).abs()),
               float((attribution.zeroed[site][0] - reference.zeroed[site][0]).abs()))
-    return backend.checks.record("ig-reference", gap if math.isfinite(gap) else math.inf,
-                                 tolerance(backend.loaded.dtype, factor=10), fallback)
+    return model.checks.record("ig-reference", gap if math.isfinite(gap) else math.inf,
+                                 tolerance(model.dtype, factor=10), fallback)
 
 
-def _attribute(backend, rows: Rows, objective: Objective, sites: list[Site], steps: int, x: dict, value: torch.Tensor,
+def _attribute(model, rows: Rows, objective: Objective, sites: list[Site], steps: int, x: dict, value: torch.Tensor,
                batch_tokens: int) -> tuple[Attribution, EngineInfo]:
     """The Riemann sum over copies laid out by ``rows``; ``x`` and ``value`` from ``rows.unedited``."""
     def scored(logits, batch):
@@ -304,7 +304,7 @@ def _attribute(backend, rows: Rows, objective: Objective, sites: list[Site], ste
         alpha = torch.tensor([k / steps for _, k in part])
         unedited = row_site == UNEDITED
         chunk_sites = sites if unedited.any() else [sites[i] for i in sorted(set(row_site.tolist()))]
-        _, grads, _ = backend.gradients(rows.batch(len(part)), chunk_sites, scored, rows.scaling(sites, row_site, alpha))
+        _, grads, _ = model.gradients(rows.batch(len(part)), chunk_sites, scored, rows.scaling(sites, row_site, alpha))
         for s in chunk_sites:
             g = rows.per_row(grads[s])  # [T, R, P', width]
             mine = ((row_site == sites.index(s)) | unedited).to(g.device)
@@ -319,7 +319,7 @@ def _attribute(backend, rows: Rows, objective: Objective, sites: list[Site], ste
     def zeroed_chunk(part):
         row_site = torch.tensor(part)
         batch = rows.batch(len(part))
-        logits = backend.run(batch, rows.scaling(sites, row_site, torch.zeros(len(part)))).logits
+        logits = model.run(batch, rows.scaling(sites, row_site, torch.zeros(len(part)))).logits
         for r, v in zip(part, scored(logits, batch).float()):
             zeroed[sites[r]] = v.cpu()
 
@@ -329,13 +329,13 @@ def _attribute(backend, rows: Rows, objective: Objective, sites: list[Site], ste
     return Attribution(attributions, value.cpu(), zeroed), EngineInfo(layout, size * per_row)
 
 
-def reference_integrated_gradients(backend, prompt: str, objective: Objective, sites: Sequence[Site],
+def reference_integrated_gradients(model, prompt: str, objective: Objective, sites: Sequence[Site],
                                    steps: int = 20, positions: str = "last") -> Attribution:
     """The same quantity computed the straightforward way: for every site, step and objective column, one
     forward and backward pass over the whole prompt with the site scaled by ``interventions.scale``."""
-    check_arguments(sites, backend.shape, steps, positions)
-    shape = backend.shape
-    batch = backend.encode([prompt])
+    check_arguments(sites, model.shape, steps, positions)
+    shape = model.shape
+    batch = model.encode([prompt])
     last = batch.last_prompt_index
 
     def scored(logits, b):
@@ -343,7 +343,7 @@ def reference_integrated_gradients(backend, prompt: str, objective: Objective, s
 
     mask = batch.position_mask(positions)[0, :, None]
     with torch.no_grad():
-        out = backend.run(batch, capture=sites)
+        out = model.run(batch, capture=sites)
     value = scored(out.logits, batch)[0].float()
     attributions, zeroed = {}, {}
     for site in sites:
@@ -354,10 +354,10 @@ def reference_integrated_gradients(backend, prompt: str, objective: Objective, s
             total = torch.zeros_like(x)
             for k in range(1, steps + 1):
                 scale = interventions.scale(neurons, shape, k / steps, positions)
-                _, grads, _ = backend.gradients(batch, [site], lambda logits, b: scored(logits, b)[:, t], scale)
+                _, grads, _ = model.gradients(batch, [site], lambda logits, b: scored(logits, b)[:, t], scale)
                 total += grads[site][0].float()
             per_column.append((x * total / steps).sum(0))
         attributions[site] = torch.stack(per_column).cpu()
         with torch.no_grad():
-            zeroed[site] = scored(backend.run(batch, interventions.zero(neurons, shape, positions)).logits, batch)[0].float().cpu()
+            zeroed[site] = scored(model.run(batch, interventions.zero(neurons, shape, positions)).logits, batch)[0].float().cpu()
     return Attribution(attributions, value.cpu(), zeroed)
