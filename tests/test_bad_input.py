@@ -8,12 +8,11 @@ import os
 import pytest
 
 import loctest.runner
-from conftest import tiny_recipe
+from conftest import tiny_recipe, write_plugin
 from loctest.cache import JsonCache
 from loctest.cli import main
 from loctest.errors import LoctestWarning, UserError
 from loctest.runner import marks_failed_runs, new_run_dir
-from test_plugins import clean_dropins, write_plugin  # noqa: F401 - clean_dropins is a fixture
 
 SCORED = """[scorers.choice]
 plugin = "binary-choice"

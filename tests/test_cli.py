@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from loctest.cli import main
-from test_plugins import BUILTINS, clean_dropins, write_plugin  # noqa: F401 - clean_dropins is a fixture
+from conftest import BUILTINS, write_plugin
 
 RECIPE = """
 [run]

@@ -1,10 +1,11 @@
 """Plugin discovery and the registries: entry points, drop-in files, recipe paths, failures, blocking."""
 from __future__ import annotations
 
+import ast
 import importlib.metadata
 import json
 import sys
-import textwrap
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -13,55 +14,11 @@ import loctest_plugins
 from loctest import ComponentSet, Locator
 from loctest.cli import main
 from loctest.errors import PluginLoadError, UserError
-from loctest.plugin_manager import BUILTIN_PLUGIN, DISABLE_AUTOLOAD_ENV, create_host, repo_dropin_dir
+from loctest.plugin_manager import BUILTIN_PLUGIN, DEFAULT_PLUGINS, DISABLE_AUTOLOAD_ENV, create_host, repo_dropin_dir
 from loctest.registry import Registry
 from loctest.runner import prepare
 
-ROOT = Path(__file__).resolve().parent.parent
-
-LOCATOR = '''
-from pydantic import Field
-
-from loctest import ComponentSet, Locator, PluginConfig, hookimpl
-
-
-class FirstNeurons(Locator):
-    name = "NAME"
-    description = "The first neurons of a layer."
-
-    class Config(PluginConfig):
-        count: int = Field(2, ge=1, description="How many neurons.")
-        layer: int = Field(0, description="Which layer.")
-
-    def locate(self, context):
-        return ComponentSet([f"mlp:{self.config.layer}:{i}" for i in range(self.config.count)])
-
-
-@hookimpl
-def register_locators(register):
-    register(FirstNeurons)
-'''
-
-BUILTINS = {"locator": ["random"], "editor": ["zero-ablation"], "scorer": ["binary-choice"],
-            "backend": ["transformer-lens", "nnsight"], "dataset": ["truthfulqa-binary", "table"]}
-
-
-def write_plugin(folder: Path, stem: str, source: str = LOCATOR, locator: str | None = None) -> Path:
-    """A drop-in plugin file ``folder/stem.py``; ``locator`` renames the example locator."""
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{stem}.py"
-    path.write_text(textwrap.dedent(source).replace('"NAME"', repr(locator or stem.replace("_", "-"))))
-    return path
-
-
-@pytest.fixture(autouse=True)
-def clean_dropins():
-    """Drop-in plugins live in sys.modules as loctest_dropin_*: leave none behind."""
-    before = set(sys.modules)
-    yield
-    for name in set(sys.modules) - before:
-        if name.startswith("loctest_dropin_"):
-            del sys.modules[name]
+from conftest import BUILTINS, ROOT, write_plugin
 
 
 def test_builtins_register_through_the_entry_point_group(monkeypatch):
@@ -78,6 +35,34 @@ def test_builtins_register_through_the_entry_point_group(monkeypatch):
             assert host.registry(kind).owner(name) == BUILTIN_PLUGIN
             assert issubclass(host.registry(kind).get(name), host.registry(kind).base)
     assert host.failures == []
+
+
+def test_default_plugins_are_the_entry_points_pyproject_declares():
+    declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["entry-points"]["loctest"]
+    assert {ep.name: ep.value for ep in DEFAULT_PLUGINS} == declared
+
+
+def test_builtins_load_from_a_source_tree_that_is_not_installed(monkeypatch):
+    monkeypatch.setattr(importlib.metadata, "entry_points", lambda **kwargs: [])
+    host = create_host()
+    assert host.pm.get_plugin(BUILTIN_PLUGIN) is loctest_plugins and "random" in host.registry("locator")
+
+
+def imported_packages(file: Path) -> set[str]:
+    """The top-level packages a Python file imports (relative imports left out)."""
+    names = set()
+    for node in ast.walk(ast.parse(file.read_text(), str(file))):
+        if isinstance(node, ast.Import):
+            names |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0:
+            names.add(node.module)
+    return {name.split(".")[0] for name in names}
+
+
+def test_the_host_never_imports_the_builtins():
+    """The built-ins come through their entry point: nothing under toolkit/ imports loctest_plugins."""
+    importers = [file for file in (ROOT / "toolkit").rglob("*.py") if "loctest_plugins" in imported_packages(file)]
+    assert importers == []
 
 
 def test_registry_refuses_duplicates_naming_both_owners():

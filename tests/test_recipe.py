@@ -11,7 +11,7 @@ from loctest.cli import main
 from loctest.errors import RecipeError, UserError
 from loctest.recipe import apply_overrides, dependency_order, parse_value, read_recipe
 from loctest.runner import prepare
-from test_plugins import clean_dropins, write_plugin  # noqa: F401 - clean_dropins is a fixture
+from conftest import write_plugin
 
 BASE = """
 [run]
@@ -118,7 +118,7 @@ def test_missing_dataset_file_is_resolved_against_the_recipe(tmp_path, monkeypat
     monkeypatch.chdir(tmp_path.parent)
     recipe, _ = prepare(tmp_path / "recipe.toml")
     assert recipe.datasets["mine"][0].config.path == str(tmp_path / "data" / "mine.csv")
-    assert [e.question for e in recipe.datasets["mine"][0].build().load()] == ["Q?"]
+    assert [e.question for e in recipe.datasets["mine"][0].instance.load()] == ["Q?"]
 
 
 def test_required_plugin_setting(tmp_path):
@@ -152,8 +152,8 @@ def test_comparisons_reference_arms_and_metrics(tmp_path):
                   '\n[[comparisons]]\nbaseline = "baseline"\ntreatment = "rand"\nmetric = "tqa.accuracy"\nalternative = "bigger"\n'
     found = problems(tmp_path, text)
     assert found[:3] == [
-        "comparisons[1].baseline: no arm 'basline'; did you mean 'baseline'? valid: baseline, matched, rand",
-        "comparisons[1].treatment: no arm 'rnd'; did you mean 'rand'? valid: baseline, matched, rand",
+        "comparisons[1].baseline: no arm 'basline' in [arms]; did you mean 'baseline'? valid: baseline, matched, rand",
+        "comparisons[1].treatment: no arm 'rnd' in [arms]; did you mean 'rand'? valid: baseline, matched, rand",
         "comparisons[1].metric: scorer 'tqa' has no metric 'acuracy'; did you mean 'accuracy'? valid: accuracy, correct_prob",
     ]
     assert found[3] == "comparisons[2].metric: expected 'SCORER.METRIC' with a scorer from [scorers]; valid: tqa"
@@ -196,7 +196,7 @@ def test_arm_structure(tmp_path):
     ('[arms.a]\nlocator = { plugin = "random", match = "a" }\n',
      ["arms.a.locator.match: arms depend on each other in a cycle: a -> a"]),
     ('[arms.a]\nlocator = { plugin = "random", match = "rnd" }\n',
-     ["arms.a.locator.match: no arm 'rnd'; did you mean 'rand'? valid: a, baseline, matched, rand"]),
+     ["arms.a.locator.match: no arm 'rnd' in [arms]; did you mean 'rand'? valid: a, baseline, matched, rand"]),
 ])
 def test_match_references(tmp_path, arms, expected):
     assert problems(tmp_path, BASE + arms) == expected

@@ -5,11 +5,13 @@ Plugins write ``from loctest import hookimpl`` and subclass :class:`Locator`, :c
 """
 from . import interventions
 from .backend import Backend, Batch
+from .model import Model
 from .base import Dataset, Editor, Example, Judge, Locator, PluginConfig, Scorer, Scores, Verdict
 from .components import Component, ComponentSet, ModelShape
 from .context import RunContext
 from .hookspecs import hookimpl
 from .interventions import Intervention
+from .references import ArmRef, DatasetRef, PluginRef
 
 __version__ = "0.1.0"
 
@@ -25,6 +27,6 @@ def run(recipe, overrides=None, **options):
     return run_recipe(recipe, overrides or {}, **options)
 
 
-__all__ = ["Backend", "Batch", "Component", "ComponentSet", "Dataset", "Editor", "Example", "Intervention", "Judge",
-           "Locator", "ModelShape", "PluginConfig", "RunContext", "Scorer", "Scores", "hookimpl",
-           "interventions", "run", "Verdict"]
+__all__ = ["ArmRef", "Backend", "Batch", "Component", "ComponentSet", "Dataset", "DatasetRef", "Editor", "Example",
+           "Intervention", "Judge", "Locator", "Model", "ModelShape", "PluginConfig", "PluginRef", "RunContext", "Scorer",
+           "Scores", "hookimpl", "interventions", "run", "Verdict"]

@@ -44,10 +44,6 @@ class Locator(Plugin):
     def locate(self, context: RunContext) -> ComponentSet:
         raise NotImplementedError
 
-    def depends_on(self) -> list[str]:
-        """Names of arms whose components this locator needs (``context.components[name]``)."""
-        return []
-
 
 class Editor(Plugin):
     """Turns components into interventions. Implement :meth:`interventions`."""

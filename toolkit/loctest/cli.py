@@ -12,16 +12,8 @@ from rich.console import Console
 from rich.table import Table
 
 from .errors import LoctestWarning, RecipeError, UserError
-
-
-def _overrides(pairs: list[str]) -> dict:
-    out = {}
-    for pair in pairs or []:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise UserError(f"--set {pair!r}: expected dotted.key=value")
-        out[key.strip()] = value
-    return out
+from .recipe import parse_assignments
+from .references import type_text
 
 
 def _common_flags(parser):
@@ -57,16 +49,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def type_name(annotation) -> str:
-    return annotation.__name__ if isinstance(annotation, type) else str(annotation).replace("typing.", "")
-
-
 def describe_plugins(host) -> dict:
     out = {}
     for kind, registry in host.registries.items():
         out[kind] = []
         for name, cls in registry.items():
-            fields = [{"name": f, "type": type_name(info.annotation),
+            fields = [{"name": f, "type": type_text(info.annotation, info.metadata),
                        "default": None if info.is_required() else info.get_default(call_default_factory=True),
                        "required": info.is_required(), "description": info.description or ""}
                       for f, info in cls.Config.model_fields.items()]
@@ -104,7 +92,7 @@ def cmd_plugins(args, console: Console) -> int:
 def cmd_validate(args, console: Console) -> int:
     from .runner import prepare
 
-    recipe, host = prepare(args.recipe, _overrides(args.set), plugins_dirs=args.plugins_dir, blocked_plugins=args.no_plugin)
+    recipe, host = prepare(args.recipe, parse_assignments(args.set), plugins_dirs=args.plugins_dir, blocked_plugins=args.no_plugin)
     warn_failures(host)
     console.print(f"{recipe.path}: OK ({len(recipe.arms)} arms, {len(recipe.scorers)} scorers, "
                   f"{len(recipe.datasets)} datasets, {len(recipe.comparisons)} comparisons)", soft_wrap=True)
@@ -115,7 +103,7 @@ def cmd_run(args, console: Console) -> int:
     from .report import EMPTY_ARM_NOTE, empty_located_arms, results_table
     from .runner import run_recipe
 
-    results = run_recipe(args.recipe, _overrides(args.set), out=args.out, limit=args.limit, device=args.device,
+    results = run_recipe(args.recipe, parse_assignments(args.set), out=args.out, limit=args.limit, device=args.device,
                          backend=args.backend, plugins_dirs=args.plugins_dir, blocked_plugins=args.no_plugin,
                          progress=not args.no_progress, console=Console(stderr=True))
     console.print(results_table(results))

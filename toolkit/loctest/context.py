@@ -11,6 +11,7 @@ import numpy as np
 
 from .base import Example
 from .components import ComponentSet, ModelShape
+from .errors import UserError, did_you_mean
 from .files import atomic_write
 from .model import Model
 from .progress import Progress
@@ -50,6 +51,8 @@ class RunContext:
         return self.model.shape
 
     def dataset(self, name: str) -> list[Example]:
+        if name not in self.datasets:  # recipe validation checks a config's DatasetRef fields; this is for direct use
+            raise UserError(f"no dataset {name!r} in [datasets]; {did_you_mean(name, self.datasets)}")
         if name not in self._loaded:
             self._loaded[name] = self.datasets[name]()
         return self._loaded[name]

@@ -1,8 +1,9 @@
 """Plugin discovery and the registries.
 
-Plugins come from, in order: the ``loctest`` entry-point group (the built-ins register there too), drop-in
-``*.py`` files at the top of the repository's ``plugins/`` folder, ``--plugins-dir`` folders, and a recipe's
-``[plugins] paths``. ``LOCTEST_DISABLE_PLUGIN_AUTOLOAD=1`` skips entry points other than the built-ins;
+Plugins come from, in order: the default plugins (:data:`DEFAULT_PLUGINS`: the built-ins' entry point, loaded
+from this list even when the source tree is not installed), the ``loctest`` entry-point group, drop-in ``*.py``
+files at the top of the repository's ``plugins/`` folder, ``--plugins-dir`` folders, and a recipe's ``[plugins]
+paths``. ``LOCTEST_DISABLE_PLUGIN_AUTOLOAD=1`` skips all but the default plugins and explicit paths;
 ``--no-plugin NAME`` blocks one plugin by name. A plugin that fails to import is reported with its original
 error; the others still load.
 """
@@ -13,6 +14,7 @@ import importlib.util
 import os
 import sys
 from dataclasses import dataclass, field
+from importlib.metadata import EntryPoint
 from pathlib import Path
 
 import pluggy
@@ -24,16 +26,17 @@ from .errors import PluginLoadError, UserError, did_you_mean
 from .registry import Registry
 
 BUILTIN_PLUGIN = "builtins"
+DEFAULT_PLUGINS = (EntryPoint(BUILTIN_PLUGIN, "loctest_plugins", hookspecs.PROJECT_NAME),)  # as pyproject.toml declares
 DISABLE_AUTOLOAD_ENV = "LOCTEST_DISABLE_PLUGIN_AUTOLOAD"
 KINDS = {"locator": Locator, "editor": Editor, "scorer": Scorer, "backend": Backend, "dataset": Dataset, "judge": Judge}
 
 
 def repo_dropin_dir() -> Path | None:
-    """The top-level ``plugins/`` folder of a source checkout (beside the built-in package), if there is one."""
-    import loctest_plugins
-
-    folder = Path(loctest_plugins.__file__).resolve().parent.parent
-    return folder if folder.name == "plugins" and (folder.parent / "pyproject.toml").exists() else None
+    """The top-level ``plugins/`` folder of a source checkout (``toolkit/loctest`` is this package), if there is one."""
+    package = Path(__file__).resolve().parent
+    root = package.parent.parent
+    folder = root / "plugins"
+    return folder if package.parent.name == "toolkit" and (root / "pyproject.toml").exists() and folder.is_dir() else None
 
 
 @dataclass
@@ -99,13 +102,9 @@ def create_host(extra_paths: list[str | Path] = (), blocked: list[str] = (), aut
                 raise PluginLoadError(message) from err
             host.failures.append(" ".join(message.split()))
 
-    for ep in importlib.metadata.entry_points(group=hookspecs.PROJECT_NAME):
-        if autoload or ep.name == BUILTIN_PLUGIN:
-            add(ep.name, f"entry point {ep.value}", ep.load)
-    if not pm.has_plugin(BUILTIN_PLUGIN) and not pm.is_blocked(BUILTIN_PLUGIN):
-        import loctest_plugins  # running from a source tree that is not installed
-
-        add(BUILTIN_PLUGIN, "loctest_plugins", lambda: loctest_plugins)
+    installed = importlib.metadata.entry_points(group=hookspecs.PROJECT_NAME) if autoload else ()
+    for ep in [*DEFAULT_PLUGINS, *installed]:
+        add(ep.name, f"entry point {ep.value}", ep.load)
     folders = [repo_dropin_dir()] if autoload else []
     for entry in [*folders, *map(Path, extra_paths)]:
         if entry is None:

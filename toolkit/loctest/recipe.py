@@ -5,6 +5,8 @@ Every problem is collected and reported together as ``FILE: dotted.key: message`
 from __future__ import annotations
 
 import copy
+import functools
+import json
 import re
 import tomllib
 from dataclasses import dataclass, field
@@ -19,6 +21,7 @@ from .components import Component
 from .errors import RecipeError, UserError, did_you_mean
 from .models import ModelConfig, missing_local_path
 from .plugin_manager import PluginHost
+from .references import Declared, references
 from .stats import Alternative
 
 SECTIONS = ("run", "model", "backend", "plugins", "datasets", "scorers", "arms", "comparisons")
@@ -63,14 +66,20 @@ class PluginSpec:
     config: PluginConfig
     host: PluginHost | None = None
 
-    def build(self, *args):
-        return self.cls(*args, self.config)
+    @functools.cached_property
+    def instance(self):
+        """The plugin, built once from its config (the runner builds a backend itself, over the loaded model)."""
+        return self.cls(self.config)
 
     @property
     def identity(self) -> list:
         """What cached results depend on: the plugin's name, the fingerprint of its code, its config, and
         what the plugin's own ``fingerprint`` adds (data files, plugins it builds)."""
         return [self.plugin, source_fingerprint(self.cls), self.config, self.cls.fingerprint(self.config, self.host)]
+
+    def resolved(self) -> dict:
+        """The plugin's name and its whole config, as ``results.json`` records them."""
+        return {"plugin": self.plugin, **self.config.model_dump(mode="json")}
 
 
 @dataclass
@@ -80,6 +89,20 @@ class ArmSpec:
     editor: PluginSpec | None = None
     components: list[str] | None = None
 
+    def plugins(self) -> list[tuple[str, PluginSpec]]:
+        """The arm's locator and editor, each with the dotted key of its table."""
+        return [(f"arms.{self.name}.{role}", spec) for role, spec in (("locator", self.locator), ("editor", self.editor))
+                if spec is not None]
+
+    def arm_references(self) -> list[tuple[str, str]]:
+        """``(dotted key, arm)`` for each arm that this arm's locator or editor names: those arms run first."""
+        return [(f"{key}.{setting}", name) for key, spec in self.plugins()
+                for setting, marker, name in references(spec.config) if marker == Declared("arms")]
+
+    @property
+    def depends_on(self) -> list[str]:
+        return [name for _, name in self.arm_references()]
+
 
 @dataclass
 class Recipe:
@@ -87,7 +110,7 @@ class Recipe:
     raw: dict
     run: RunSection
     model: ModelConfig
-    backend: PluginSpec
+    backend: PluginSpec | None  # None only while validation finds problems
     plugin_paths: list[Path]
     datasets: dict[str, tuple[PluginSpec, DatasetSelection]]
     scorers: dict[str, PluginSpec]
@@ -95,13 +118,15 @@ class Recipe:
     comparisons: list[Comparison] = field(default_factory=list)
 
     def arm_order(self) -> list[str]:
-        """Arms in an order where every arm comes after the arms its locator depends on."""
-        return dependency_order(arm_dependencies(self.arms))[0]
+        """Arms in an order where every arm comes after the arms it names."""
+        return dependency_order({name: arm.depends_on for name, arm in self.arms.items()})[0]
 
-
-def arm_dependencies(arms: dict[str, ArmSpec]) -> dict[str, list[str]]:
-    """The arms each arm's locator needs (``Locator.depends_on``)."""
-    return {name: arm.locator.build().depends_on() if arm.locator else [] for name, arm in arms.items()}
+    def plugins(self) -> list[tuple[str, PluginSpec]]:
+        """Every configured plugin with the dotted key of its table, in recipe order."""
+        specs = [("backend", self.backend), *((f"datasets.{n}", spec) for n, (spec, _) in self.datasets.items()),
+                 *((f"scorers.{n}", spec) for n, spec in self.scorers.items()),
+                 *(entry for arm in self.arms.values() for entry in arm.plugins())]
+        return [(key, spec) for key, spec in specs if spec is not None]
 
 
 def dependency_order(deps: dict[str, list[str]]) -> tuple[list[str], list[str]]:
@@ -123,6 +148,17 @@ def dependency_order(deps: dict[str, list[str]]) -> tuple[list[str], list[str]]:
     return order, cycle
 
 
+def parse_assignments(pairs: list[str]) -> dict[str, str]:
+    """``--set`` arguments ``dotted.key=value`` as a dict (values still text: :func:`apply_overrides` reads them)."""
+    overrides = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise UserError(f"--set {pair!r}: expected dotted.key=value")
+        overrides[key.strip()] = value
+    return overrides
+
+
 def parse_value(text: str) -> Any:
     """A ``--set`` value: TOML syntax when it parses (numbers, booleans, lists, quoted strings), else the text."""
     try:
@@ -131,18 +167,34 @@ def parse_value(text: str) -> Any:
         return text
 
 
-def apply_overrides(raw: dict, overrides: dict[str, Any]) -> dict:
+def apply_overrides(raw: dict, overrides: dict[str, Any], limit: int | None = None, device: str | None = None,
+                    backend: str | None = None, out: str | Path | None = None) -> dict:
+    """A copy of ``raw`` with ``overrides`` (dotted key -> value; text is read by :func:`parse_value`) set, then the
+    run options: ``device``, ``backend``, ``out``, and ``limit``, which caps every dataset's own limit."""
     raw = copy.deepcopy(raw)
     for key, value in overrides.items():
-        parts = key.split(".")
-        node = raw
-        for part in parts[:-1]:
-            child = node.setdefault(part, {})
-            if not isinstance(child, dict):
-                raise UserError(f"--set {key}: {part!r} is not a table")
-            node = child
-        node[parts[-1]] = parse_value(value) if isinstance(value, str) else value
+        _set_key(raw, key, parse_value(value) if isinstance(value, str) else value)
+    options = {"model.device": device, "run.backend": backend, "run.out": None if out is None else str(out)}
+    datasets = raw.get("datasets", {})
+    if limit is not None and isinstance(datasets, dict):
+        for name, data in datasets.items():
+            current = data.get("limit") if isinstance(data, dict) else None
+            options[f"datasets.{name}.limit"] = min(limit, current) if isinstance(current, int) else limit
+    for key, value in options.items():
+        if value is not None:
+            _set_key(raw, key, value)
     return raw
+
+
+def _set_key(raw: dict, key: str, value: Any) -> None:
+    parts = key.split(".")
+    node = raw
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise UserError(f"--set {key}: {part!r} is not a table")
+        node = child
+    node[parts[-1]] = value
 
 
 def read_recipe(path: str | Path) -> dict:
@@ -158,8 +210,11 @@ def read_recipe(path: str | Path) -> dict:
 
 
 class _Problems:
+    """The problems found so far, each as ``FILE: dotted.key: message``, and the plugin host validation uses."""
+
     def __init__(self, path: Path, host: PluginHost):
         self.path = path
+        self.host = host
         self.items: list[str] = []
         self.context = {"plugins": host}  # pydantic validation context: validators may look up other plugins
 
@@ -188,12 +243,18 @@ class _Problems:
                     self.add(where, f"unknown key; {did_you_mean(str(e['loc'][-1]), fields)}")
                 elif e["type"] == "missing":
                     self.add(where, "required key is missing")
-                else:
-                    self.add(where, f"{e['msg']} (got {e.get('input')!r})")
+                else:  # an error of the whole table (loc ()) names what it is about itself
+                    got = f" (got {e.get('input')!r})" if e["loc"] else ""
+                    self.add(where, f"{e['msg'].removeprefix('Value error, ')}{got}")
             return None
 
+    def unknown_plugin(self, kind: str, name: str) -> str:
+        """The message for a plugin name that no plugin registered (a plugin that failed to load may be the one)."""
+        failed = "".join(f"; {failure}" for failure in self.host.failures)
+        return f"unknown {kind} {name!r}: {did_you_mean(name, self.host.registry(kind).names())}{failed}"
 
-def _plugin(problems: _Problems, host: PluginHost, kind: str, key: str, data: Any, extra_keys=(),
+
+def _plugin(problems: _Problems, kind: str, key: str, data: Any, extra_keys=(),
             name_key: str | None = None) -> PluginSpec | None:
     """Validate ``{plugin = NAME, ...config}``: the name (reported at ``name_key``), then the plugin's config."""
     name_key = name_key or f"{key}.plugin"
@@ -202,19 +263,18 @@ def _plugin(problems: _Problems, host: PluginHost, kind: str, key: str, data: An
     if not isinstance(data, dict):
         problems.add(key, f"expected a table with a 'plugin' key, got {data!r}")
         return None
+    registry = problems.host.registry(kind)
     name = data.get("plugin")
     if not isinstance(name, str):
-        problems.add(name_key, f"required: the name of a {kind} plugin; valid: {', '.join(host.registry(kind).names())}")
+        problems.add(name_key, f"required: the name of a {kind} plugin; valid: {', '.join(registry.names())}")
         return None
-    registry = host.registry(kind)
     if name not in registry:
-        failed = "".join(f"; {failure}" for failure in host.failures)  # the plugin may be the one that broke
-        problems.add(name_key, f"unknown {kind} {name!r}: {did_you_mean(name, registry.names())}{failed}")
+        problems.add(name_key, problems.unknown_plugin(kind, name))
         return None
     cls = registry.get(name)
     settings = {k: v for k, v in data.items() if k != "plugin" and k not in extra_keys}
     config = problems.model(key, cls.Config, settings)
-    return PluginSpec(name, cls, config, host) if config is not None else None
+    return PluginSpec(name, cls, config, problems.host) if config is not None else None
 
 
 def validate(raw: dict, path: Path, host: PluginHost) -> Recipe:
@@ -224,129 +284,181 @@ def validate(raw: dict, path: Path, host: PluginHost) -> Recipe:
     for key in raw:
         if key not in SECTIONS:
             problems.add(key, f"unknown section; {did_you_mean(key, SECTIONS)}")
-    run = problems.model("run", RunSection, raw.get("run", {})) or RunSection.model_construct(
-        backend=raw.get("run", {}).get("backend", "transformer-lens") if isinstance(raw.get("run"), dict) else "transformer-lens")
+    run = _run_section(problems, raw)
+    recipe = Recipe(path, raw, run, _model_section(problems, raw), _backend_section(problems, raw, run.backend),
+                    _plugin_paths(problems, raw, path), _datasets_section(problems, raw, path),
+                    _scorers_section(problems, raw), _arms_section(problems, raw, path))
+    _check_references(problems, recipe)
+    _check_arm_cycles(problems, recipe)
+    recipe.comparisons = _comparisons_section(problems, raw, recipe)
+    if problems.items:
+        raise RecipeError(problems.items)
+    return recipe
+
+
+def _run_section(problems: _Problems, raw: dict) -> RunSection:
+    data = raw.get("run", {})
+    run = problems.model("run", RunSection, data)
+    if run is None:  # keep the backend's name, to check the [backend] table all the same
+        backend = data.get("backend") if isinstance(data, dict) else None
+        return RunSection.model_construct(backend=backend if isinstance(backend, str) else "transformer-lens")
     if run.name is not None:
         problems.name("run.name", run.name)
+    return run
+
+
+def _model_section(problems: _Problems, raw: dict) -> ModelConfig:
     model = problems.model("model", ModelConfig, raw.get("model", {})) or ModelConfig()
     if missing_local_path(model.name):
         problems.add("model.name", f"no such local folder: {model.name}")
-    backend_settings = raw.get("backend", {})
-    if not isinstance(backend_settings, dict):
-        problems.add("backend", f"expected a table of backend settings, got {type(backend_settings).__name__}")
-        backend_settings = {}
-    if "plugin" in backend_settings:
+    return model
+
+
+def _backend_section(problems: _Problems, raw: dict, backend: str) -> PluginSpec | None:
+    """The backend named by ``run.backend`` with the settings of the ``[backend]`` table."""
+    settings = raw.get("backend", {})
+    if not isinstance(settings, dict):
+        problems.add("backend", f"expected a table of backend settings, got {type(settings).__name__}")
+        settings = {}
+    if "plugin" in settings:
         problems.add("backend.plugin", "unknown key; the backend is chosen by run.backend")
-    backend = _plugin(problems, host, "backend", "backend", {**backend_settings, "plugin": run.backend},
-                      name_key="run.backend")
+    return _plugin(problems, "backend", "backend", {**settings, "plugin": backend}, name_key="run.backend")
+
+
+def _plugin_paths(problems: _Problems, raw: dict, path: Path) -> list[Path]:
     plugins = problems.model("plugins", PluginsSection, raw.get("plugins", {})) or PluginsSection()
     for i, entry in enumerate(plugins.paths):
         if not (path.parent / entry).exists():
             problems.add(f"plugins.paths[{i}]", f"file or folder not found: {path.parent / entry}")
+    return [path.parent / entry for entry in plugins.paths]
 
+
+def _datasets_section(problems: _Problems, raw: dict, path: Path) -> dict[str, tuple[PluginSpec, DatasetSelection]]:
+    """Each dataset's plugin and selection; a relative ``path`` setting is resolved against the recipe's folder."""
     datasets = {}
     selection_keys = set(DatasetSelection.model_fields)
-    dataset_tables = _table(problems, raw, "datasets")
-    for name, data in dataset_tables.items():
+    for name, data in _table(problems, raw, "datasets").items():
         problems.name(f"datasets.{name}", name)
-        spec = _plugin(problems, host, "dataset", f"datasets.{name}", data, extra_keys=selection_keys)
-        selection = problems.model(f"datasets.{name}", DatasetSelection,
-                                   {k: v for k, v in data.items() if k in selection_keys} if isinstance(data, dict) else {})
-        if spec and selection:
-            if "path" in spec.config.model_fields_set and not Path(spec.config.path).is_absolute():
-                spec = PluginSpec(spec.plugin, spec.cls, spec.config.model_copy(update={"path": str(path.parent / spec.config.path)}), host)
-            if hasattr(spec.config, "path") and spec.config.path and not Path(spec.config.path).exists():
-                problems.add(f"datasets.{name}.path", f"file not found: {spec.config.path}")
-            datasets[name] = (spec, selection)
+        spec = _plugin(problems, "dataset", f"datasets.{name}", data, extra_keys=selection_keys)
+        chosen = {k: v for k, v in data.items() if k in selection_keys} if isinstance(data, dict) else {}
+        selection = problems.model(f"datasets.{name}", DatasetSelection, chosen)
+        if not (spec and selection):
+            continue
+        if "path" in spec.config.model_fields_set and not Path(spec.config.path).is_absolute():
+            config = spec.config.model_copy(update={"path": str(path.parent / spec.config.path)})
+            spec = PluginSpec(spec.plugin, spec.cls, config, problems.host)
+        if getattr(spec.config, "path", None) and not Path(spec.config.path).exists():
+            problems.add(f"datasets.{name}.path", f"file not found: {spec.config.path}")
+        datasets[name] = (spec, selection)
+    return datasets
 
-    scorers = {}
-    scorer_tables = _table(problems, raw, "scorers")
-    for name, data in scorer_tables.items():
-        problems.name(f"scorers.{name}", name)
-        spec = _plugin(problems, host, "scorer", f"scorers.{name}", data)
-        if spec:
-            scorers[name] = spec
-    if not scorers and "scorers" not in raw:
+
+def _scorers_section(problems: _Problems, raw: dict) -> dict[str, PluginSpec]:
+    if "scorers" not in raw:
         problems.add("scorers", "required: at least one [scorers.NAME] table")
+    scorers = {}
+    for name, data in _table(problems, raw, "scorers").items():
+        problems.name(f"scorers.{name}", name)
+        if spec := _plugin(problems, "scorer", f"scorers.{name}", data):
+            scorers[name] = spec
+    return scorers
 
-    arms = {}
-    arm_tables = _table(problems, raw, "arms")
-    if not arm_tables and "arms" not in raw:
+
+def _arms_section(problems: _Problems, raw: dict, path: Path) -> dict[str, ArmSpec]:
+    if "arms" not in raw:
         problems.add("arms", "required: at least one [arms.NAME] table")
-    for name, data in arm_tables.items():
+    arms = {}
+    for name, data in _table(problems, raw, "arms").items():
         problems.name(f"arms.{name}", name)
         if not isinstance(data, dict):
             problems.add(f"arms.{name}", f"expected a table, got {data!r}")
             continue
-        for key in data:
-            if key not in ("locator", "editor", "components"):
-                problems.add(f"arms.{name}.{key}", f"unknown key; {did_you_mean(key, ['locator', 'editor', 'components'])}")
-        arm = ArmSpec(name)
+        arms[name] = _arm(problems, name, data, path)
+    return arms
+
+
+def _arm(problems: _Problems, name: str, data: dict, path: Path) -> ArmSpec:
+    """One arm: a locator or fixed components, and an editor (which needs one of them)."""
+    for key in data:
+        if key not in ("locator", "editor", "components"):
+            problems.add(f"arms.{name}.{key}", f"unknown key; {did_you_mean(key, ['locator', 'editor', 'components'])}")
+    arm = ArmSpec(name)
+    if "locator" in data:
+        arm.locator = _plugin(problems, "locator", f"arms.{name}.locator", data["locator"])
+    if "editor" in data:
+        arm.editor = _plugin(problems, "editor", f"arms.{name}.editor", data["editor"])
+    if "components" in data:
+        arm.components = _components(problems, f"arms.{name}.components", data["components"], path)
         if "locator" in data:
-            arm.locator = _plugin(problems, host, "locator", f"arms.{name}.locator", data["locator"])
-        if "editor" in data:
-            arm.editor = _plugin(problems, host, "editor", f"arms.{name}.editor", data["editor"])
-        if "components" in data:
-            arm.components = _components(problems, f"arms.{name}.components", data["components"], path)
-            if "locator" in data:
-                problems.add(f"arms.{name}", "give either 'locator' or 'components', not both")
-        if "editor" in data and "locator" not in data and "components" not in data:
-            problems.add(f"arms.{name}.editor", "an editor needs components: add a 'locator' or 'components'")
-        arms[name] = arm
+            problems.add(f"arms.{name}", "give either 'locator' or 'components', not both")
+    if "editor" in data and "locator" not in data and "components" not in data:
+        problems.add(f"arms.{name}.editor", "an editor needs components: add a 'locator' or 'components'")
+    return arm
 
-    # references between sections
-    users = {f"scorers.{n}": s for n, s in scorers.items()}
-    for name, arm in arms.items():
-        users |= {f"arms.{name}.locator": arm.locator, f"arms.{name}.editor": arm.editor}
-    for key, spec in users.items():
-        ref = getattr(spec.config, "dataset", None) if spec else None
-        if isinstance(ref, str) and ref not in dataset_tables:
-            problems.add(f"{key}.dataset", f"no dataset {ref!r} in [datasets]; {did_you_mean(ref, dataset_tables)}")
-    deps = arm_dependencies(arms)
-    for name, needed in deps.items():
-        for dep in needed:
-            if dep not in arm_tables:
-                problems.add(_dependency_key(arms[name], dep), f"no arm {dep!r}; {did_you_mean(dep, arm_tables)}")
-    cycle = dependency_order(deps)[1]
+
+def _check_references(problems: _Problems, recipe: Recipe) -> None:
+    """Every typed reference in a plugin's config (:mod:`loctest.references`) names a dataset or arm the recipe
+    declares (a declared one with problems of its own is not reported again), or a registered plugin whose
+    settings, when the reference names a field for them, fit that plugin's ``Config``."""
+    for key, spec in recipe.plugins():
+        for setting, marker, name in references(spec.config):
+            if isinstance(marker, Declared):
+                if name not in (declared := _declared(recipe.raw, marker.section)):
+                    problems.add(f"{key}.{setting}", _undeclared(marker.section, name, declared))
+            elif name not in problems.host.registry(marker.kind):
+                problems.add(f"{key}.{setting}", problems.unknown_plugin(marker.kind, name))
+            elif marker.settings:
+                config = problems.host.registry(marker.kind).get(name).Config
+                problems.model(f"{key}.{marker.settings}", config, getattr(spec.config, marker.settings))
+
+
+def _declared(raw: dict, section: str) -> list[str]:
+    """The names a recipe section declares, those with problems of their own included."""
+    table = raw.get(section)
+    return list(table) if isinstance(table, dict) else []
+
+
+def _undeclared(section: str, name: str, declared: list[str]) -> str:
+    return f"no {section.removesuffix('s')} {name!r} in [{section}]; {did_you_mean(name, declared)}"
+
+
+def _check_arm_cycles(problems: _Problems, recipe: Recipe) -> None:
+    cycle = dependency_order({name: arm.depends_on for name, arm in recipe.arms.items()})[1]
     if cycle:
-        problems.add(_dependency_key(arms[cycle[0]], cycle[1]),
-                     f"arms depend on each other in a cycle: {' -> '.join(cycle)}")
+        key = next(key for key, name in recipe.arms[cycle[0]].arm_references() if name == cycle[1])
+        problems.add(key, f"arms depend on each other in a cycle: {' -> '.join(cycle)}")
 
-    comparisons = []
-    raw_comparisons = raw.get("comparisons", [])
-    if not isinstance(raw_comparisons, list):
+
+def _comparisons_section(problems: _Problems, raw: dict, recipe: Recipe) -> list[Comparison]:
+    data = raw.get("comparisons", [])
+    if not isinstance(data, list):
         problems.add("comparisons", "expected an array of tables: [[comparisons]]")
-        raw_comparisons = []
-    for i, data in enumerate(raw_comparisons):
-        comp = problems.model(f"comparisons[{i}]", Comparison, data)
-        if comp is None:
-            continue
-        named = [("baseline", comp.baseline), ("treatment", comp.treatment),
-                 *((f"treatment_draws[{j}]", arm) for j, arm in enumerate(comp.treatment_draws))]
-        for key, arm in named:
-            if arm not in arm_tables:
-                problems.add(f"comparisons[{i}].{key}", f"no arm {arm!r}; {did_you_mean(arm, arm_tables)}")
-        scorer, _, metric = comp.metric.partition(".")
-        if scorer not in scorers:
-            if scorer not in scorer_tables:
-                problems.add(f"comparisons[{i}].metric", f"expected 'SCORER.METRIC' with a scorer from [scorers]; "
-                                                         f"{did_you_mean(scorer, scorers)}")
-        else:
-            valid = host.registry("scorer").get(scorers[scorer].plugin).metrics
-            if metric not in valid:
-                problems.add(f"comparisons[{i}].metric", f"scorer {scorer!r} has no metric {metric!r}; "
-                                                         f"{did_you_mean(metric, valid)}")
-        comparisons.append(comp)
-
-    if problems.items:
-        raise RecipeError(problems.items)
-    return Recipe(path, raw, run, model, backend, [path.parent / p for p in plugins.paths], datasets, scorers,
-                  arms, comparisons)
+        return []
+    comparisons = []
+    for i, entry in enumerate(data):
+        if comparison := problems.model(f"comparisons[{i}]", Comparison, entry):
+            _check_comparison(problems, f"comparisons[{i}]", comparison, raw, recipe.scorers)
+            comparisons.append(comparison)
+    return comparisons
 
 
-def _dependency_key(arm: ArmSpec, dep: str) -> str:
-    """The dotted key of the locator setting that names arm ``dep`` (e.g. ``arms.x.locator.match``)."""
-    return next((f"arms.{arm.name}.locator.{f}" for f, v in arm.locator.config if v == dep), f"arms.{arm.name}.locator")
+def _check_comparison(problems: _Problems, key: str, comparison: Comparison, raw: dict,
+                      scorers: dict[str, PluginSpec]) -> None:
+    """The compared arms are declared; the metric is ``SCORER.METRIC`` of a declared scorer."""
+    arms = _declared(raw, "arms")
+    named = [("baseline", comparison.baseline), ("treatment", comparison.treatment),
+             *((f"treatment_draws[{j}]", arm) for j, arm in enumerate(comparison.treatment_draws))]
+    for setting, arm in named:
+        if arm not in arms:
+            problems.add(f"{key}.{setting}", _undeclared("arms", arm, arms))
+    scorer, _, metric = comparison.metric.partition(".")
+    if scorer in scorers:
+        valid = scorers[scorer].cls.metrics
+        if metric not in valid:
+            problems.add(f"{key}.metric", f"scorer {scorer!r} has no metric {metric!r}; {did_you_mean(metric, valid)}")
+    elif scorer not in _declared(raw, "scorers"):
+        problems.add(f"{key}.metric", f"expected 'SCORER.METRIC' with a scorer from [scorers]; "
+                                      f"{did_you_mean(scorer, scorers)}")
 
 
 def _table(problems: _Problems, raw: dict, key: str) -> dict:
@@ -364,8 +476,6 @@ def _components(problems: _Problems, key: str, value: Any, path: Path) -> list[s
         if not file.exists():
             problems.add(key, f"file not found: {file}")
             return None
-        import json
-
         try:
             value = [d["name"] if isinstance(d, dict) else d for d in json.loads(file.read_text())]
         except (ValueError, KeyError, TypeError) as err:

@@ -126,9 +126,6 @@ class IpoLora(Editor):
         return edit, spec, "trained"
 
     def pairs(self, context) -> list[PreferencePair]:
-        if self.config.dataset not in context.datasets:
-            raise UserError(f"arms.{context.arm}.editor.dataset: no dataset {self.config.dataset!r} in [datasets] "
-                            f"(valid: {', '.join(context.datasets) or '(none)'})")
         pairs = preference_pairs(context.dataset(self.config.dataset), self.question_prompt(context.model),
                                  answer_prefix="" if self.config.chat and context.model.uses_chat_template else " ")
         if not pairs:

@@ -6,7 +6,7 @@ from typing import Literal
 import numpy as np
 from pydantic import Field
 
-from loctest import Component, ComponentSet, Locator, PluginConfig
+from loctest import ArmRef, Component, ComponentSet, Locator, PluginConfig
 from loctest.errors import UserError
 
 
@@ -14,7 +14,7 @@ class RandomConfig(PluginConfig):
     kind: Literal["mlp", "head", "attn"] = Field("mlp", description="Component kind: MLP neurons, attention heads or attention neurons.")
     count: int | None = Field(None, ge=1, description="How many components to draw (uniformly over the chosen layers).")
     layers: list[int] | None = Field(None, description="Layers to draw from (default: all).")
-    match: str | None = Field(None, description="Arm whose components to match: same count of each kind in each layer (overrides kind/count/layers).")
+    match: ArmRef | None = Field(None, description="Arm whose components to match: same count of each kind in each layer (overrides kind/count/layers).")
     draw: int = Field(0, description="Draw number: different draws give independent random sets under the same seed.")
 
 
@@ -22,9 +22,6 @@ class RandomLocator(Locator):
     name = "random"
     description = "Random components, uniformly or matched to another arm's per-layer counts (a control)."
     Config = RandomConfig
-
-    def depends_on(self) -> list[str]:
-        return [self.config.match] if self.config.match else []
 
     def locate(self, context) -> ComponentSet:
         shape = context.shape
