@@ -17,7 +17,7 @@ from loctest.progress import Progress
 from loctest.runner import RunResults, new_run_dir
 from loctest.stats import summary
 from loctest_plugins.locators.random import RandomLocator
-from test_plugins import clean_dropins, write_plugin  # noqa: F401 - clean_dropins is a fixture
+from conftest import write_plugin
 
 PARITY_ATOL = 1e-5  # probabilities, float32 on CPU; accuracies must be identical
 
@@ -152,7 +152,7 @@ def test_run_directory(first):
     assert data["resolved"]["datasets"]["tqa"]["split_seed"] == 0
     assert all(data["versions"][p] for p in ("python", "loctest", "torch", "transformers", "transformer-lens", "nnsight"))
     assert data["model"] | {"name": "tiny-llama", "n_layers": 2, "n_heads": 4, "d_head": 16, "d_mlp": 128,
-                            "device": "cpu", "embedded": False} == data["model"]
+                            "device": "cpu", "caveat": None} == data["model"]
     assert data["datasets"]["tqa"]["n"] == 8 and len(set(data["datasets"]["tqa"]["ids"])) == 8
     assert {arm: a["n_components"] for arm, a in data["arms"].items()} == {"baseline": 0, "rand": 20, "matched": 20}
     for arm in data["arms"].values():
@@ -168,7 +168,7 @@ def test_run_directory(first):
 
     saved = json.loads((run_dir / "components" / "rand.json").read_text())
     assert ComponentSet.from_json(saved) == results.components["rand"]
-    assert saved[0]["transformer_lens"].startswith("blocks.") and saved[0]["nnsight"].startswith("model.layers[")
+    assert saved[0]["nnsight"].startswith("model.layers[") and saved[0]["nnsight"].endswith(".input")
     details = json.loads((run_dir / "details" / "rand.tqa.json").read_text())
     assert details["id"] == data["datasets"]["tqa"]["ids"] and np.shape(details["p_correct"]) == (8, 2)
 
@@ -192,10 +192,10 @@ def test_lifecycle_hooks_see_every_stage_in_order(first):
     assert stages[:2] == [("before", "load"), ("after", "load", "NoneType")]
     assert stages[-2:] == [("before", "report"), ("after", "report", "RunResults")]
     names = [s[1] for s in stages if s[0] == "before"]
-    assert names == ["load", "score:baseline", "locate:rand", "edit:rand", "score:rand",
-                     "locate:matched", "edit:matched", "score:matched", "report"]
+    assert names == ["load", "score:baseline:tqa", "locate:rand", "edit:rand", "score:rand:tqa",
+                     "locate:matched", "edit:matched", "score:matched:tqa", "report"]
     assert ("after", "locate:rand", "ComponentSet") in stages and ("after", "edit:rand", "list") in stages
-    assert ("after", "score:rand", "Scores") in stages
+    assert ("after", "score:rand:tqa", "Scores") in stages
 
 
 def test_random_control_matches_another_arms_layers(first):
@@ -206,9 +206,9 @@ def test_random_control_matches_another_arms_layers(first):
 
 
 def random_context(seed: int = 0, arm: str = "arm") -> RunContext:
-    """A RunContext whose backend only has a shape: enough for the random locator."""
-    backend = types.SimpleNamespace(shape=ModelShape(n_layers=4, n_heads=4, d_head=16, d_mlp=128))
-    return RunContext(backend=backend, seed=seed, run_dir=Path("."), cache_dir=Path("."),
+    """A RunContext whose model only has a shape: enough for the random locator."""
+    model = types.SimpleNamespace(shape=ModelShape(n_layers=4, n_heads=4, d_head=16, d_mlp=128, d_model=64))
+    return RunContext(model=model, seed=seed, run_dir=Path("."), cache_dir=Path("."),
                       progress=Progress(enabled=False), arm=arm)
 
 
@@ -314,8 +314,6 @@ def test_backends_agree_on_a_recipe(first):
 
 
 WRITING_LOCATOR = '''
-import json
-
 from loctest import ComponentSet, Locator, hookimpl
 
 
@@ -326,8 +324,7 @@ class WritingLocator(Locator):
     def locate(self, context):
         with (context.cache_dir.parent / "calls.log").open("a") as log:
             log.write(context.arm + "\\n")
-        (context.run_dir / "writing" / context.arm).mkdir(parents=True, exist_ok=True)
-        (context.run_dir / "writing" / context.arm / "table.json").write_text(json.dumps({"heads": [0, 1]}))
+        context.write_output(f"writing/{context.arm}/table.json", {"heads": [0, 1]})
         return ComponentSet(["head:0:0", "head:0:1"])
 
 
@@ -345,7 +342,20 @@ def test_a_cached_locator_brings_back_the_files_it_wrote(tmp_path, clean_dropins
     again = loctest.run(path, plugins_dirs=[tmp_path / "plugins"], progress=False)
     assert (tmp_path / "calls.log").read_text().split() == ["found"]  # the second run read the cache
     written = [run.run_dir / "writing" / "found" / "table.json" for run in (first, again)]
-    assert written[1].read_text() == written[0].read_text() == '{"heads": [0, 1]}'
+    assert json.loads(written[1].read_text()) == json.loads(written[0].read_text()) == {"heads": [0, 1]}
+
+
+def test_a_plugin_writes_files_inside_the_run_directory_only(tmp_path):
+    context = RunContext(None, 0, tmp_path / "run", tmp_path / "cache", Progress(enabled=False))
+    assert context.write_output("edits/arm.json", {"a": [1]}) == tmp_path / "run" / "edits" / "arm.json"
+    assert json.loads((tmp_path / "run" / "edits" / "arm.json").read_text()) == {"a": [1]}
+    assert context.write_output("notes.txt", "text").read_text() == "text"
+    assert context.write_output("raw.bin", b"\x00\x01").read_bytes() == b"\x00\x01"
+    assert sorted(p.name for p in (tmp_path / "run").rglob("*")) == ["arm.json", "edits", "notes.txt", "raw.bin"]
+    for outside in ("../escaped.json", str(tmp_path / "absolute.json"), "edits/../../escaped.json", "."):
+        with pytest.raises(ValueError, match="not a file name inside the run directory"):
+            context.write_output(outside, {})
+    assert not (tmp_path / "escaped.json").exists() and not (tmp_path / "absolute.json").exists()
 
 
 NOTHING_LOCATOR = '''

@@ -69,17 +69,23 @@ def register_judges(register):
 
 @hookspec
 def loctest_before_stage(stage, context):
-    """Called before each stage of a run. ``stage`` is "load", "locate:ARM", "edit:ARM", "score:ARM" or
-    "report"; ``context`` is the ``RunContext``. Returns nothing."""
+    """Called before each stage of a run. ``stage`` is, in order: "load" (``context`` is None: nothing is loaded
+    yet); per arm, in an order where an arm comes after the arms its plugins name: "locate:ARM" (an arm with a
+    locator), "edit:ARM" (an arm with an editor) and "score:ARM:SCORER" (once per scorer of the recipe); then
+    "report". ``context`` is the ``RunContext``. Returns nothing."""
 
 
 @hookspec
 def loctest_after_stage(stage, context, result):
-    """Called after each stage of a run with the stage's ``result`` (a ComponentSet, a list of
-    interventions, a dict of scores, or None). Returns nothing."""
+    """Called after each stage of a run with the stage's ``result``: None after "load", the ``ComponentSet``
+    after "locate:ARM", the list of interventions after "edit:ARM", the ``Scores`` after "score:ARM:SCORER", the
+    ``RunResults`` after "report". Returns nothing."""
 
 
 @hookspec
 def loctest_report_sections(results):
-    """Return a Markdown section (a string, starting with a "## " heading) to add to the run's report,
-    or None. ``results`` is the ``RunResults`` of the finished run."""
+    """The one way a plugin adds to the run's report (built-in scorers and locators use it too): return a
+    Markdown section (a string starting with a "## " heading) or None. ``results`` is the finished run's
+    ``RunResults``: ``results.data`` is results.json, ``results.comparisons_of(plugin)`` the comparisons of a
+    scorer plugin's metrics, and ``results.save_figure(fig, name)`` saves a matplotlib figure under ``figures/``
+    and returns the path to embed. Sections follow the host's comparison tables."""

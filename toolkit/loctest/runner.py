@@ -4,13 +4,16 @@ from __future__ import annotations
 import functools
 import os
 import platform
+import re
 import time
 import traceback
-from contextlib import contextmanager, suppress
+from collections.abc import Callable
+from contextlib import contextmanager, nullcontext, suppress
 from contextvars import ContextVar
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 
@@ -20,10 +23,12 @@ from .cache import NUMERIC_PACKAGES, JsonCache, cache_key, file_stamps, package_
 from .components import ComponentSet
 from .context import RunContext
 from .errors import RecipeError, UserError
-from .models import EMBEDDED_MODEL, load_model
-from .plugin_manager import create_host
+from .interventions import Intervention, Site
+from .model import Model
+from .models import CAVEATS, load_model
+from .plugin_manager import PluginHost, create_host
 from .progress import Progress
-from .recipe import DatasetSelection, Recipe, apply_overrides, read_recipe, validate
+from .recipe import ArmSpec, Comparison, DatasetSelection, Recipe, apply_overrides, read_recipe, validate
 from .stats import rank_test, summary, welch
 
 
@@ -35,6 +40,7 @@ class RunResults:
     data: dict
     components: dict[str, ComponentSet] = field(default_factory=dict)
     scores: dict[str, dict[str, Scores]] = field(default_factory=dict)
+    site_names: dict[str, Callable[[Site], str]] = field(default_factory=dict)  # backend name -> its site_name
 
     def values(self, arm: str, metric: str) -> list[float]:
         """Per-repetition values of ``SCORER.METRIC`` for an arm."""
@@ -45,21 +51,22 @@ class RunResults:
     def comparisons(self) -> list[dict]:
         return self.data["comparisons"]
 
+    def comparisons_of(self, plugin: str) -> list[dict]:
+        """The comparisons of metrics measured by a scorer of plugin ``plugin`` (recipes name scorers freely)."""
+        scorers = {name for name, s in self.data["resolved"]["scorers"].items() if s["plugin"] == plugin}
+        return [c for c in self.comparisons if c["metric"].partition(".")[0] in scorers]
 
-def cli_overrides(limit=None, device=None, backend=None, out=None, raw=None) -> dict:
-    overrides = {}
-    if device is not None:
-        overrides["model.device"] = device
-    if backend is not None:
-        overrides["run.backend"] = backend
-    if out is not None:
-        overrides["run.out"] = str(out)
-    datasets = (raw or {}).get("datasets", {})
-    if limit is not None and isinstance(datasets, dict):
-        for name, data in datasets.items():
-            current = data.get("limit") if isinstance(data, dict) else None
-            overrides[f"datasets.{name}.limit"] = min(limit, current) if isinstance(current, int) else limit
-    return overrides
+    def save_figure(self, fig, name: str) -> str:
+        """Save a matplotlib figure as ``figures/NAME`` in the run directory (odd characters of the name become
+        "_") and close it; returns that path, for Markdown: ``f"![{path}]({path})"``."""
+        import matplotlib.pyplot as plt
+
+        path = "figures/" + re.sub(r"[^\w.-]+", "_", name)
+        (self.run_dir / "figures").mkdir(parents=True, exist_ok=True)
+        fig.tight_layout()
+        fig.savefig(self.run_dir / path, dpi=110)
+        plt.close(fig)
+        return path
 
 
 def prepare(recipe_path, overrides=None, limit=None, device=None, backend=None, out=None, plugins_dirs=(),
@@ -67,8 +74,7 @@ def prepare(recipe_path, overrides=None, limit=None, device=None, backend=None, 
     """Read, override and validate a recipe, then check its folders and data (no weights are loaded). Returns the
     recipe and the plugin host."""
     path = Path(recipe_path)
-    raw = apply_overrides(read_recipe(path), overrides or {})
-    raw = apply_overrides(raw, cli_overrides(limit, device, backend, out, raw))
+    raw = apply_overrides(read_recipe(path), overrides or {}, limit, device, backend, out)
     recipe_paths = raw.get("plugins", {}).get("paths", []) if isinstance(raw.get("plugins"), dict) else []
     if not isinstance(recipe_paths, list):
         recipe_paths = []  # validate() reports it
@@ -95,6 +101,13 @@ def select(examples: list[Example], selection: DatasetSelection) -> list[Example
     return [examples[i] for i in part]
 
 
+def load_dataset(recipe: Recipe, name: str) -> list[Example]:
+    """A dataset's examples after its selection; errors name the dataset's recipe key."""
+    spec, selection = recipe.datasets[name]
+    with located(recipe, f"datasets.{name}", spec.plugin):
+        return select(spec.instance.load(), selection)
+
+
 def folder_problem(folder: Path) -> str | None:
     """Why a run cannot create or write ``folder`` (None if it can)."""
     existing = next(p for p in [folder, *folder.absolute().parents] if p.exists())
@@ -110,10 +123,9 @@ def check_inputs(recipe: Recipe) -> None:
     examples left after its selection. One :class:`RecipeError` lists every problem."""
     problems = [f"{recipe.path}: run.{key}: {problem}" for key in ("out", "cache")
                 if (problem := folder_problem(Path(getattr(recipe.run, key))))]
-    for name, (spec, selection) in recipe.datasets.items():
+    for name in recipe.datasets:
         try:
-            with located(recipe, f"datasets.{name}", spec.plugin):
-                select(spec.build().load(), selection)
+            load_dataset(recipe, name)
         except RecipeError as err:
             problems += err.problems
     if problems:
@@ -182,152 +194,210 @@ def located(recipe: Recipe, key: str, plugin: str):
         raise
 
 
+@dataclass
+class Cached:
+    """Where a stage keeps its result in the cache: under ``kind``/``key``, stored as ``encode(result)`` and read
+    back by ``decode``; ``files`` (a cache kind) also keeps the files the stage wrote into the run directory."""
+
+    kind: str
+    key: str
+    encode: Callable[[Any], Any]
+    decode: Callable[[Any], Any]
+    files: str | None = None
+
+
+@dataclass
+class Run:
+    """One run of a validated recipe, stage by stage; ``context`` exists once the model is loaded."""
+
+    recipe: Recipe
+    host: PluginHost
+    progress: Progress
+    context: RunContext | None = None
+    model_key: list = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+    scores: dict[str, dict[str, Scores]] = field(default_factory=dict)
+    arms: dict[str, dict] = field(default_factory=dict)  # results.json's "arms"
+
+    def stage(self, name: str, work: Callable[[], Any], key: str | None = None, plugin: str = "",
+              cached: Cached | None = None) -> Any:
+        """One stage: the ``loctest_before_stage`` hook, ``work()`` (or its cached result), then
+        ``loctest_after_stage`` with the result; errors name the recipe ``key`` and ``plugin`` that configured the
+        work; the time goes to ``timings[name]``."""
+        started = time.perf_counter()
+        hook = self.host.pm.hook
+        hook.loctest_before_stage(stage=name, context=self.context)
+        with located(self.recipe, key, plugin) if key else nullcontext():
+            result = self.through_cache(cached, work) if cached else work()
+        hook.loctest_after_stage(stage=name, context=self.context, result=result)
+        self.timings[name] = time.perf_counter() - started
+        return result
+
+    def through_cache(self, cached: Cached, work: Callable[[], Any]) -> Any:
+        """The cached result (its files copied back into the run directory), or ``work()``'s, then cached."""
+        cache, run_dir = self.cache, self.context.run_dir
+        stored = cache.get(cached.kind, cached.key)
+        if stored is not None:
+            if cached.files:
+                cache.restore_files(cached.files, cached.key, run_dir)
+            return cached.decode(stored)
+        before = file_stamps(run_dir) if cached.files else {}
+        result = work()
+        if cached.files:
+            written = [p for p, stamp in file_stamps(run_dir).items() if before.get(p) != stamp]
+            cache.put_files(cached.files, cached.key, run_dir, written)
+        cache.put(cached.kind, cached.key, cached.encode(result))
+        return result
+
+    def load(self) -> None:
+        """Load the model through the backend, make the run directory and the context plugins see."""
+        recipe = self.recipe
+        with located(recipe, "model", recipe.model.name):
+            loaded = load_model(recipe.model)
+        with located(recipe, "run.backend", recipe.backend.plugin):
+            model = Model(recipe.backend.cls(loaded, recipe.backend.config))
+        self.context = RunContext(model=model, seed=recipe.run.seed, progress=self.progress,
+                                  run_dir=new_run_dir(Path(recipe.run.out), recipe.run.name or recipe.path.stem),
+                                  cache_dir=Path(recipe.run.cache), plugins=self.host,
+                                  datasets={name: functools.partial(load_dataset, recipe, name) for name in recipe.datasets})
+        self.model_key = [recipe.model, recipe.backend.identity, model.identity(), recipe.run.seed, __version__]
+
+    @functools.cached_property
+    def cache(self) -> JsonCache:
+        return JsonCache(Path(self.recipe.run.cache))
+
+    @functools.cached_property
+    def dataset_keys(self) -> dict[str, list]:
+        return {name: [spec.identity, selection] for name, (spec, selection) in self.recipe.datasets.items()}
+
+    def run_arm(self, arm: str) -> None:
+        """Locate, edit and score one arm."""
+        self.context.arm = arm
+        components = self.context.components[arm] = self.locate(arm)
+        interventions = self.edit(arm, components)
+        self.scores[arm] = self.score(arm, components, interventions)
+        self.arms[arm] = arm_record(self.recipe.arms[arm], components, interventions, self.scores[arm])
+
+    def locate(self, arm: str) -> ComponentSet:
+        """The arm's components: given in the recipe, or found by its locator (cached with the files it wrote)."""
+        spec, shape = self.recipe.arms[arm], self.context.shape
+        if spec.components is not None:
+            with located(self.recipe, f"arms.{arm}.components", "components"):
+                return shape.checked(ComponentSet(spec.components))
+        if spec.locator is None:
+            return ComponentSet()
+        needed = {name: self.context.components[name].names() for name in spec.depends_on}
+        key = cache_key(self.model_key, arm, spec.locator.identity, needed, self.dataset_keys)
+        return self.stage(f"locate:{arm}", lambda: shape.checked(spec.locator.instance.locate(self.context)),
+                          f"arms.{arm}.locator", spec.locator.plugin,
+                          Cached("components", key, ComponentSet.names,
+                                 lambda names: shape.checked(ComponentSet.from_json(names)), files="locator-files"))
+
+    def edit(self, arm: str, components: ComponentSet) -> list[Intervention]:
+        editor = self.recipe.arms[arm].editor
+        if editor is None:
+            return []
+        return self.stage(f"edit:{arm}", functools.partial(editor.instance.interventions, self.context, components),
+                          f"arms.{arm}.editor", editor.plugin)
+
+    def score(self, arm: str, components: ComponentSet, interventions: list[Intervention]) -> dict[str, Scores]:
+        """Every scorer's scores of the arm (cached)."""
+        editor = self.recipe.arms[arm].editor
+        scores = {}
+        for name, spec in self.recipe.scorers.items():
+            key = cache_key(self.model_key, arm, components.names(), editor.identity if editor else None,
+                            spec.identity, self.dataset_keys)
+            scores[name] = self.stage(f"score:{arm}:{name}", functools.partial(spec.instance.score, self.context,
+                                                                              interventions),
+                                      f"scorers.{name}", spec.plugin, Cached("scores", key, asdict, lambda d: Scores(**d)))
+        return scores
+
+    def compare(self, comparison: Comparison) -> dict:
+        """One recipe comparison: Welch's test over repetitions, or the rank of the baseline among independent
+        draws; plus the scorer's own statistics."""
+        scorer, _, metric = comparison.metric.partition(".")
+        base, treated = self.scores[comparison.baseline][scorer], self.scores[comparison.treatment][scorer]
+        a, b = base.values[metric], treated.values[metric]
+        if comparison.treatment_draws:
+            draws = [comparison.treatment, *comparison.treatment_draws]
+            draw_means = [summary(self.scores[arm][scorer].values[metric])["mean"] for arm in draws]
+            test = {**rank_test(summary(a)["mean"], draw_means, comparison.alternative), "treatment_arms": draws,
+                    "draw_means": draw_means, "unit": "arm"}
+        else:
+            test = {**welch(a, b, comparison.alternative), "unit": "repetition"}
+        return {"baseline": comparison.baseline, "treatment": comparison.treatment, "metric": comparison.metric,
+                "baseline_mean": summary(a)["mean"], "treatment_mean": summary(b)["mean"], **test,
+                "extra": self.recipe.scorers[scorer].instance.compare(base, treated)}
+
+    def results(self, comparisons: list[dict]) -> RunResults:
+        """What the run produced; ``data`` is the content of ``results.json``."""
+        recipe, context, model = self.recipe, self.context, self.context.model
+        data = {
+            "loctest_version": __version__,
+            "recipe_file": str(recipe.path),
+            "recipe": recipe.raw,
+            "resolved": {
+                "run": recipe.run.model_dump(mode="json"),
+                "model": recipe.model.model_dump(mode="json"),
+                "backend": recipe.backend.resolved(),
+                "scorers": {name: spec.resolved() for name, spec in recipe.scorers.items()},
+                "datasets": {name: {**spec.resolved(), **selection.model_dump(mode="json")}
+                             for name, (spec, selection) in recipe.datasets.items()},
+            },
+            "seed": recipe.run.seed,
+            "versions": versions(),
+            "model": {"name": recipe.model.name, "caveat": CAVEATS.get(recipe.model.name),
+                      "device": str(model.device), "dtype": recipe.model.dtype, **vars(model.shape)},
+            "datasets": {n: {"n": len(context.dataset(n)), "ids": [e.id for e in context.dataset(n)]}
+                         for n in recipe.datasets if n in context._loaded},
+            "scorer_metrics": {n: {"higher_is_better": s.cls.higher_is_better, "cost": list(s.cls.cost_metrics)}
+                               for n, s in recipe.scorers.items()},
+            "arms": self.arms,
+            "comparisons": comparisons,
+            "self_checks": model.checks.summary(),
+            "timings_s": {k: round(v, 3) for k, v in self.timings.items()},
+        }
+        return RunResults(context.run_dir, data, dict(context.components), self.scores,
+                          {model.backend.name: model.site_name})
+
+    def report(self, results: RunResults) -> RunResults:
+        """Write ``results.json``, ``report.md`` (with the sections plugins add) and the other files."""
+        from .report import write_outputs
+
+        sections = [s for s in self.host.pm.hook.loctest_report_sections(results=results) if s]
+        write_outputs(results, sections)
+        return results
+
+
+def arm_record(arm: ArmSpec, components: ComponentSet, interventions: list[Intervention],
+               scores: dict[str, Scores]) -> dict:
+    """An arm as ``results.json`` records it: its plugins, components, interventions and scores."""
+    return {
+        "locator": arm.locator.resolved() if arm.locator else None,
+        "editor": arm.editor.resolved() if arm.editor else None,
+        "n_components": len(components),
+        "counts_by_layer": {f"{k}:{l}": n for (k, l), n in components.counts_by_layer().items()},
+        "interventions": [iv.description for iv in interventions],
+        "scores": {s: {m: {"values": v, **summary(v)} for m, v in r.values.items()} | ({"note": r.note} if r.note else {})
+                   for s, r in scores.items()},
+    }
+
+
 @marks_failed_runs
 def run_recipe(recipe_path, overrides=None, *, out=None, limit=None, device=None, backend=None, plugins_dirs=(),
                blocked_plugins=(), progress=True, console: Console | None = None) -> RunResults:
-    from .report import write_outputs
-
+    """Run a recipe file: load the model, locate, edit and score every arm, compare arms, write the run directory."""
     started = time.perf_counter()
     recipe, host = prepare(recipe_path, overrides, limit, device, backend, out, plugins_dirs, blocked_plugins)
     console = console or Console(stderr=True)
     for failure in host.failures:
         console.print(f"[yellow]warning:[/] {failure}", soft_wrap=True, highlight=False)
-    cache = JsonCache(Path(recipe.run.cache))
-    hook = host.pm.hook
-    timings: dict[str, float] = {}
-
-    t = time.perf_counter()
-    hook.loctest_before_stage(stage="load", context=None)
-    with located(recipe, "model", recipe.model.name):
-        model = load_model(recipe.model)
-    with located(recipe, "run.backend", recipe.backend.plugin):
-        backend_plugin = recipe.backend.build(model)
-    timings["load"] = time.perf_counter() - t
-    run_dir = new_run_dir(Path(recipe.run.out), recipe.run.name or recipe.path.stem)
-
-    def loader(name):
-        spec, selection = recipe.datasets[name]
-
-        def load():
-            with located(recipe, f"datasets.{name}", spec.plugin):
-                return select(spec.build().load(), selection)
-        return load
-
-    bars = Progress(console, enabled=progress)
-    context = RunContext(backend=backend_plugin, seed=recipe.run.seed, run_dir=run_dir,
-                         cache_dir=Path(recipe.run.cache), progress=bars,
-                         datasets={name: loader(name) for name in recipe.datasets}, plugins=host)
-    hook.loctest_after_stage(stage="load", context=context, result=None)
-    model_key = [recipe.model, recipe.backend.identity, backend_plugin.identity(), recipe.run.seed, __version__]
-    arm_data: dict[str, dict] = {}
-    scores: dict[str, dict[str, Scores]] = {}
-    dataset_keys = {name: [spec.identity, sel] for name, (spec, sel) in recipe.datasets.items()}
-
-    with bars:
-        for arm_name in recipe.arm_order():
-            arm = recipe.arms[arm_name]
-            context.arm = arm_name
-            t = time.perf_counter()
-            components = ComponentSet()
-            if arm.components is not None:
-                with located(recipe, f"arms.{arm_name}.components", "components"):
-                    components = context.shape.checked(ComponentSet(arm.components))
-            elif arm.locator is not None:
-                deps = {d: context.components[d].names() for d in arm.locator.build().depends_on()}
-                key = cache_key(model_key, arm_name, arm.locator.identity, deps, dataset_keys)
-                hook.loctest_before_stage(stage=f"locate:{arm_name}", context=context)
-                cached = cache.get("components", key)
-                with located(recipe, f"arms.{arm_name}.locator", arm.locator.plugin):
-                    if cached is not None:  # the locator's files in the run directory come back with its result
-                        cache.restore_files("locator-files", key, run_dir)
-                        components = context.shape.checked(ComponentSet.from_json(cached))
-                    else:
-                        before = file_stamps(run_dir)
-                        components = context.shape.checked(arm.locator.build().locate(context))
-                        written = [p for p, stamp in file_stamps(run_dir).items() if before.get(p) != stamp]
-                        cache.put_files("locator-files", key, run_dir, written)
-                        cache.put("components", key, components.names())
-                hook.loctest_after_stage(stage=f"locate:{arm_name}", context=context, result=components)
-            context.components[arm_name] = components
-            timings[f"locate:{arm_name}"] = time.perf_counter() - t
-
-            interventions = []
-            if arm.editor is not None:
-                t = time.perf_counter()
-                hook.loctest_before_stage(stage=f"edit:{arm_name}", context=context)
-                with located(recipe, f"arms.{arm_name}.editor", arm.editor.plugin):
-                    interventions = arm.editor.build().interventions(context, components)
-                hook.loctest_after_stage(stage=f"edit:{arm_name}", context=context, result=interventions)
-                timings[f"edit:{arm_name}"] = time.perf_counter() - t
-
-            scores[arm_name] = {}
-            for scorer_name, spec in recipe.scorers.items():
-                t = time.perf_counter()
-                key = cache_key(model_key, arm_name, components.names(), arm.editor.identity if arm.editor else None,
-                                spec.identity, dataset_keys)
-                hook.loctest_before_stage(stage=f"score:{arm_name}", context=context)
-                cached = cache.get("scores", key)
-                with located(recipe, f"scorers.{scorer_name}", spec.plugin):
-                    result = Scores(**cached) if cached is not None else spec.build().score(context, interventions)
-                cache.put("scores", key, {"values": result.values, "details": result.details, "note": result.note})
-                hook.loctest_after_stage(stage=f"score:{arm_name}", context=context, result=result)
-                scores[arm_name][scorer_name] = result
-                timings[f"score:{arm_name}:{scorer_name}"] = time.perf_counter() - t
-            arm_data[arm_name] = {
-                "locator": {"plugin": arm.locator.plugin, **arm.locator.config.model_dump(mode="json")} if arm.locator else None,
-                "editor": {"plugin": arm.editor.plugin, **arm.editor.config.model_dump(mode="json")} if arm.editor else None,
-                "n_components": len(components),
-                "counts_by_layer": {f"{k}:{l}": n for (k, l), n in components.counts_by_layer().items()},
-                "interventions": [iv.description for iv in interventions],
-                "scores": {s: {m: {"values": v, **summary(v)} for m, v in r.values.items()} | ({"note": r.note} if r.note else {})
-                           for s, r in scores[arm_name].items()},
-            }
-
-    comparisons = []
-    for comp in recipe.comparisons:
-        scorer, _, metric = comp.metric.partition(".")
-        base, treated = scores[comp.baseline][scorer], scores[comp.treatment][scorer]
-        a, b = base.values[metric], treated.values[metric]
-        if comp.treatment_draws:
-            draws = [comp.treatment, *comp.treatment_draws]
-            draw_means = [summary(scores[arm][scorer].values[metric])["mean"] for arm in draws]
-            test = {**rank_test(summary(a)["mean"], draw_means, comp.alternative), "treatment_arms": draws,
-                    "draw_means": draw_means, "unit": "arm"}
-        else:
-            test = {**welch(a, b, comp.alternative), "unit": "repetition"}
-        comparisons.append({"baseline": comp.baseline, "treatment": comp.treatment, "metric": comp.metric,
-                            "baseline_mean": summary(a)["mean"], "treatment_mean": summary(b)["mean"], **test,
-                            "extra": recipe.scorers[scorer].build().compare(base, treated)})
-    timings["total"] = time.perf_counter() - started
-
-    data = {
-        "loctest_version": __version__,
-        "recipe_file": str(recipe.path),
-        "recipe": recipe.raw,
-        "resolved": {
-            "run": recipe.run.model_dump(mode="json"),
-            "model": recipe.model.model_dump(mode="json"),
-            "backend": {"plugin": recipe.backend.plugin, **recipe.backend.config.model_dump(mode="json")},
-            "scorers": {n: {"plugin": s.plugin, **s.config.model_dump(mode="json")} for n, s in recipe.scorers.items()},
-            "datasets": {n: {"plugin": s.plugin, **s.config.model_dump(mode="json"), **sel.model_dump(mode="json")}
-                         for n, (s, sel) in recipe.datasets.items()},
-        },
-        "seed": recipe.run.seed,
-        "versions": versions(),
-        "model": {"name": recipe.model.name, "embedded": recipe.model.name == EMBEDDED_MODEL,
-                  "device": str(model.device), "dtype": recipe.model.dtype, **vars(model.shape)},
-        "datasets": {n: {"n": len(context.dataset(n)), "ids": [e.id for e in context.dataset(n)]}
-                     for n in recipe.datasets if n in context._loaded},
-        "scorer_metrics": {n: {"higher_is_better": s.cls.higher_is_better, "cost": list(s.cls.cost_metrics)}
-                           for n, s in recipe.scorers.items()},
-        "arms": arm_data,
-        "comparisons": comparisons,
-        "self_checks": backend_plugin.checks.summary(),
-        "timings_s": {k: round(v, 3) for k, v in timings.items()},
-    }
-    results = RunResults(run_dir, data, dict(context.components), scores)
-    hook.loctest_before_stage(stage="report", context=context)
-    sections = [s for s in hook.loctest_report_sections(results=results) if s]
-    write_outputs(results, sections)
-    hook.loctest_after_stage(stage="report", context=context, result=results)
-    return results
+    run = Run(recipe, host, Progress(console, enabled=progress))
+    run.stage("load", run.load)
+    with run.progress:
+        for arm in recipe.arm_order():
+            run.run_arm(arm)
+    comparisons = [run.compare(comparison) for comparison in recipe.comparisons]
+    run.timings["total"] = time.perf_counter() - started
+    results = run.results(comparisons)
+    return run.stage("report", functools.partial(run.report, results))
