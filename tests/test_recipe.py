@@ -215,6 +215,72 @@ def test_dataset_references(tmp_path):
     assert len(found) == 1 and found[0].startswith("datasets.tqa.plugin: unknown dataset 'truthfulqa-binery'")
 
 
+REFERENCING = '''
+from pydantic import Field
+
+from loctest import ArmRef, ComponentSet, DatasetRef, Locator, PluginConfig, PluginRef, hookimpl
+
+
+class Union(Locator):
+    name = "union"
+    description = "The components of other arms."
+
+    class Config(PluginConfig):
+        arms: list[ArmRef] = Field(..., description="Arms whose components to join.")
+        dataset: DatasetRef | None = Field(None, description="A dataset, if any.")
+        judge: PluginRef("judge", settings="judge_config") = Field("offline", description="A judge.")
+        judge_config: dict = Field(default_factory=dict, description="The judge's settings.")
+
+    def locate(self, context):
+        return ComponentSet(name for arm in self.config.arms for name in context.components[arm].names())
+
+
+@hookimpl
+def register_locators(register):
+    register(Union)
+'''
+
+
+def test_typed_references_are_found_by_type_and_checked(tmp_path):
+    write_plugin(tmp_path / "plugins", "union", REFERENCING)
+    text = '[plugins]\npaths = ["plugins"]\n' + BASE.replace("[arms.baseline]", """[arms.baseline]
+[arms.joined]
+locator = { plugin = "union", arms = ["rand", "rnd"], dataset = "tq", judge = "ofline" }""")
+    found = problems(tmp_path, text)
+    assert found[0] == "arms.joined.locator.arms[1]: no arm 'rnd' in [arms]; did you mean 'rand'? valid: baseline, joined, matched, rand"
+    assert found[1] == "arms.joined.locator.dataset: no dataset 'tq' in [datasets]; did you mean 'tqa'? valid: tqa"
+    assert found[2].startswith("arms.joined.locator.judge: unknown judge 'ofline': did you mean 'offline'? valid: ")
+    assert len(found) == 3
+    settings = 'judge = "offline", judge_config = { weights = 3 }'
+    assert problems(tmp_path, text.replace('dataset = "tq", judge = "ofline"', settings).replace('"rnd"', '"matched"')) \
+        == ["arms.joined.locator.judge_config.weights: Input should be a valid string (got 3)"]
+    recipe, _ = prepare(write(tmp_path, text.replace(', dataset = "tq", judge = "ofline"', "").replace('"rnd"', '"matched"')))
+    assert recipe.arm_order() == ["baseline", "rand", "matched", "joined"]  # after every arm it names
+    assert recipe.arms["joined"].locator.instance is recipe.arms["joined"].locator.instance  # built once
+
+
+def test_references_and_their_types():
+    from pydantic import Field
+
+    from loctest import ArmRef, DatasetRef, PluginConfig, PluginRef
+    from loctest.references import Declared, Registered, references, type_text
+
+    class Config(PluginConfig):
+        dataset: DatasetRef = Field("a", description="")
+        others: list[DatasetRef] | None = Field(None, description="")
+        arm: ArmRef | None = Field(None, description="")
+        judge: PluginRef("judge") = Field("offline", description="")
+        text: str = Field("not a reference", description="")
+
+    found = list(references(Config(others=["b", "c"], arm="x")))
+    assert found == [("dataset", Declared("datasets"), "a"), ("others[0]", Declared("datasets"), "b"),
+                     ("others[1]", Declared("datasets"), "c"), ("arm", Declared("arms"), "x"),
+                     ("judge", Registered("judge"), "offline")]
+    fields = Config.model_fields
+    assert [type_text(f.annotation, f.metadata) for f in fields.values()] == [
+        "DatasetRef", "list[DatasetRef] | None", "ArmRef | None", "PluginRef('judge')", "str"]
+
+
 def test_missing_required_sections(tmp_path):
     assert problems(tmp_path, '[model]\nname = "tiny-llama"\n') == [
         "scorers: required: at least one [scorers.NAME] table",

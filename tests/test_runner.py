@@ -17,7 +17,7 @@ from loctest.progress import Progress
 from loctest.runner import RunResults, new_run_dir
 from loctest.stats import summary
 from loctest_plugins.locators.random import RandomLocator
-from conftest import write_plugin
+from conftest import tiny_recipe, write_plugin
 
 PARITY_ATOL = 1e-5  # probabilities, float32 on CPU; accuracies must be identical
 
@@ -230,6 +230,48 @@ def test_random_locator_is_seeded_and_draws_differ():
     context.components["located"] = ComponentSet(["mlp:0:1", "mlp:0:2", "mlp:3:5", "head:1:0", "attn:2:1:3"])
     matched = RandomLocator(RandomLocator.Config(match="located")).locate(context)
     assert matched.counts_by_layer() == context.components["located"].counts_by_layer()
+
+
+ZERO_ARM = '''
+from pydantic import Field
+
+from loctest import ArmRef, Editor, PluginConfig, hookimpl, interventions
+
+
+class ZeroArm(Editor):
+    name = "zero-arm"
+    description = "Zeroes the components of another arm."
+
+    class Config(PluginConfig):
+        arm: ArmRef = Field(..., description="Arm whose components to zero.")
+
+    def interventions(self, context, components):
+        return interventions.zero(context.components[self.config.arm], context.shape)
+
+
+@hookimpl
+def register_editors(register):
+    register(ZeroArm)
+'''
+
+
+def test_each_plugin_is_built_once_and_named_arms_run_first(tmp_path, monkeypatch):
+    write_plugin(tmp_path / "plugins", "zero_arm", ZERO_ARM)
+    built = []
+    real_init = loctest.base.Plugin.__init__
+    monkeypatch.setattr(loctest.base.Plugin, "__init__",
+                        lambda self, config=None: built.append(self.name) or real_init(self, config))
+    recipe = tiny_recipe(tmp_path, f"""[plugins]\npaths = ["{tmp_path / 'plugins'}"]
+[datasets.tqa]\nplugin = "truthfulqa-binary"\nlimit = 2
+[scorers.tqa]\nplugin = "binary-choice"\ndataset = "tqa"\nrepetitions = 1
+[arms.zeroed]\ncomponents = ["mlp:0:1"]\neditor = {{ plugin = "zero-arm", arm = "rand" }}
+[arms.rand]\nlocator = {{ plugin = "random", count = 3 }}
+""")
+    results = loctest.run(recipe, progress=False)
+    assert list(results.data["arms"]) == ["rand", "zeroed"]  # the editor names 'rand': it runs first
+    zeroed = results.data["arms"]["zeroed"]["interventions"]  # 'zero N columns of SITE', for rand's 3 neurons
+    assert sum(int(description.split()[1]) for description in zeroed) == 3
+    assert sorted(built) == ["binary-choice", "random", "transformer-lens", "truthfulqa-binary", "zero-arm"]
 
 
 def test_run_directories_are_never_shared(tmp_path):
