@@ -1,5 +1,5 @@
 """Shared fixtures: tiny random-initialised models on both backends, the embedded model, a plugin host, drop-in
-plugin files."""
+plugin files, and for integrated gradients a binary-choice prompt and a tiny model with a planted mechanism."""
 from __future__ import annotations
 
 import functools
@@ -9,10 +9,14 @@ import textwrap
 from pathlib import Path
 
 import pytest
+import torch
 
+from loctest import Example
 from loctest.model import Model
 from loctest.models import ModelConfig, load_model
 from loctest.plugin_manager import create_host
+from loctest_plugins.common.binary_prompts import BinaryPromptConfig, binary_prompts
+from loctest_plugins.truth_neurons.ig import label_objective
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = ROOT.parent / "shared" / "data"
@@ -64,6 +68,75 @@ requires_embedded = pytest.mark.skipif(not has_embedded_model(), reason="needs t
 @functools.cache
 def embedded_model(backend: str = "transformer-lens"):
     return make_model(backend, "smollm2-135m-instruct")
+
+
+# -- integrated gradients: a binary-choice prompt, and a tiny model with a planted mechanism ----------------
+
+QUESTION = Example("q", "Swallowed gum?", ("Passes",), ("Stays 7 years",))
+SHORT = BinaryPromptConfig(system_prompt="", user_prompt="{question} A: {answer_a} B: {answer_b}")  # byte tokens: keep it short
+
+
+def binary_prompt(model, example: Example = QUESTION, correct_is_b: bool = False,
+                  config: BinaryPromptConfig = SHORT):
+    """The binary-choice prompt and f's token groups [correct label, incorrect label]."""
+    prompt = binary_prompts(model, config, [example])[int(correct_is_b)]
+    labels = [[model.answer_token_ids(t) for t in pair] for pair in (("A", "a"), ("B", "b"))]
+    return prompt, label_objective([labels[int(correct_is_b)], labels[1 - int(correct_is_b)]])
+
+
+PLANTED = ["mlp:1:5", "mlp:1:17", "mlp:1:42", "attn:0:0:3", "attn:0:0:5"]
+
+
+def plant(backend) -> None:
+    """Overwrite a tiny-llama (2 layers, width 64) so that the shown answer decides A vs B through the PLANTED
+    neurons only. Embedding dim 0 marks the answer ("T" +1, "F" -1), dim 3 is a constant 1 in every token.
+    Layer 0, head 0 attends uniformly and copies dim 0 into head dims 3 and 5; o_proj writes them into residual
+    dim 1. MLP neurons 5, 17, 42 of layer 1 compute silu(3 * dim3) * 0.1 * dim1 (signed) and write dim 2, which
+    the unembedding reads as +A/+a vs -B/-b. Every other weight keeps its random value but neither reads nor
+    writes dims 0-3, so no other neuron can carry the answer."""
+    model = backend.backend.loaded_module()
+    token = {t: backend.tokenizer.encode(t, add_special_tokens=False)[0] for t in "TFAaBb"}
+    planted = slice(0, 4)
+    with torch.no_grad():
+        emb = model.model.embed_tokens.weight
+        emb[:, planted] = 0
+        emb[:, 3] = 1.0
+        for t, sign in (("T", 1.0), ("F", -1.0)):
+            emb[token[t]] = 0
+            emb[token[t], 0], emb[token[t], 3] = sign, 1.0
+        for layer in model.model.layers:
+            attn, mlp = layer.self_attn, layer.mlp
+            for reader in (attn.q_proj, attn.k_proj, attn.v_proj, mlp.gate_proj, mlp.up_proj):
+                reader.weight[:, planted] = 0
+            for writer in (attn.o_proj, mlp.down_proj):
+                writer.weight[planted, :] = 0
+        attn = model.model.layers[0].self_attn
+        attn.k_proj.weight[:16] = 0  # key/value head 0: uniform attention for query heads 0 and 1
+        for dim in (3, 5):
+            attn.v_proj.weight[dim] = 0
+            attn.v_proj.weight[dim, 0] = 1.0
+            attn.o_proj.weight[:, dim] = 0
+            attn.o_proj.weight[1, dim] = 1.0
+        mlp = model.model.layers[1].mlp
+        for n in (5, 17, 42):
+            mlp.gate_proj.weight[n] = 0
+            mlp.gate_proj.weight[n, 3] = 3.0
+            mlp.up_proj.weight[n] = 0
+            mlp.up_proj.weight[n, 1] = 0.1
+            mlp.down_proj.weight[:, n] = 0
+            mlp.down_proj.weight[2, n] = 0.05
+        unembed = model.lm_head.weight
+        unembed[:, planted] = 0
+        for t, sign in (("A", 1.0), ("a", 1.0), ("B", -1.0), ("b", -1.0)):
+            unembed[token[t]] = 0
+            unembed[token[t], 2] = 2.0 * sign
+
+
+@functools.cache
+def planted_model(backend_name: str = "nnsight"):
+    backend = make_model(backend_name, "tiny-llama", tiny_layers=2)  # TransformerLens's bridge shares the weights
+    plant(backend)
+    return backend
 
 
 LOCATOR = '''

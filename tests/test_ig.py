@@ -9,24 +9,13 @@ import torch
 
 from loctest import Example
 from loctest.errors import LoctestWarning, UserError
-from loctest_plugins.scorers.binary_choice import BinaryChoiceConfig, binary_prompts
+from loctest_plugins.common.binary_prompts import BinaryPromptConfig, binary_prompts
 from loctest_plugins.truth_neurons.ig import integrated_gradients, label_objective, reference_integrated_gradients
 
-from conftest import BACKENDS, cached_backend, embedded_backend, make_backend, requires_embedded
-from test_truth_neurons_selection import planted_backend
+from conftest import (BACKENDS, QUESTION, binary_prompt, cached_model, embedded_model, make_model, planted_model,
+                      requires_embedded)
 
 TOLERANCE = 1e-4  # max |engine - reference| / max |reference|, per site and target
-QUESTION = Example("q", "Swallowed gum?", ("Passes",), ("Stays 7 years",))
-SHORT = BinaryChoiceConfig(system_prompt="", user_prompt="{question} A: {answer_a} B: {answer_b}")  # byte tokens: keep it short
-
-
-def binary_prompt(backend, example: Example = QUESTION, correct_is_b: bool = False, config: BinaryChoiceConfig = SHORT):
-    """The binary-choice prompt and f's token groups [correct label, incorrect label]."""
-    prompt = binary_prompts(backend, config, [example])[int(correct_is_b)]
-    labels = [[backend.answer_token_ids(t) for t in pair] for pair in (("A", "a"), ("B", "b"))]
-    return prompt, label_objective([labels[int(correct_is_b)], labels[1 - int(correct_is_b)]])
-
-
 def assert_same(engine, reference, sites):
     for s in sites:
         for t in range(2):
@@ -39,7 +28,7 @@ def assert_same(engine, reference, sites):
 @pytest.mark.parametrize("backend_name", BACKENDS)
 @pytest.mark.parametrize("model", ["tiny-llama", "tiny-gpt2"])
 def test_engine_equals_reference(backend_name, model):
-    backend = cached_backend(backend_name, model)
+    backend = cached_model(backend_name, model)
     prompt, objective = binary_prompt(backend, correct_is_b=True)
     sites = [(kind, layer) for kind in ("mlp", "attn") for layer in range(2)]
     engine, info = integrated_gradients(backend, prompt, objective, sites, steps=4, batch_tokens=5)
@@ -49,7 +38,7 @@ def test_engine_equals_reference(backend_name, model):
 
 @pytest.mark.parametrize("model", ["tiny-gpt-neox", "tiny-qwen2"])
 def test_engine_equals_reference_on_other_architectures(model):
-    backend = cached_backend("transformer-lens", model)
+    backend = cached_model("transformer-lens", model)
     prompt, objective = binary_prompt(backend)
     sites = [("attn", 0), ("mlp", 1)]
     engine, info = integrated_gradients(backend, prompt, objective, sites, steps=3)
@@ -59,7 +48,7 @@ def test_engine_equals_reference_on_other_architectures(model):
 
 @pytest.mark.parametrize("backend_name", BACKENDS)
 def test_every_prompt_position_policy(backend_name):
-    backend = cached_backend(backend_name)
+    backend = cached_model(backend_name)
     prompt, objective = binary_prompt(backend)
     sites = [("mlp", 0), ("attn", 1)]
     engine, info = integrated_gradients(backend, prompt, objective, sites, steps=3, positions="prompt", batch_tokens=200)
@@ -73,7 +62,7 @@ def test_every_prompt_position_policy(backend_name):
 def test_sliding_window_shorter_than_the_prompt_falls_back_to_whole_prompts(backend_name):
     """tiny-gemma2 attends within 256 tokens on alternate layers: copies of the last token over a longer cached
     prompt do not reproduce the model (one backend computes something else, the other refuses the shapes)."""
-    backend = make_backend(backend_name, "tiny-gemma2")  # its own: the failed self-check switches token copies off
+    backend = make_model(backend_name, "tiny-gemma2")  # its own: the failed self-check switches token copies off
     long_question = Example("q", "What happens if you swallow gum? " * 8, QUESTION.correct, QUESTION.incorrect)
     prompt, objective = binary_prompt(backend, long_question)
     assert len(backend.tokenize([prompt], special=False)[0]) > 256
@@ -87,9 +76,9 @@ def test_sliding_window_shorter_than_the_prompt_falls_back_to_whole_prompts(back
 def test_completeness_error_shrinks_with_steps():
     """sum_n Attr(n) -> f(x) - f(site zeroed) as m grows (the right Riemann sum's error is O(1/m)), on a tiny
     model whose answer moves a lot along the path (the planted model of test_truth_neurons_selection)."""
-    backend = planted_backend()
+    backend = planted_model()
     example = Example("q", "question number 3", ("T",), ("F",))
-    prompt = binary_prompts(backend, BinaryChoiceConfig(user_prompt="{question} {answer_a}", system_prompt=""), [example])[0]
+    prompt = binary_prompts(backend, BinaryPromptConfig(user_prompt="{question} {answer_a}", system_prompt=""), [example])[0]
     labels = [[backend.answer_token_ids(t) for t in pair] for pair in (("A", "a"), ("B", "b"))]
     sites = [("attn", 0), ("mlp", 1)]
     coarse, fine = (integrated_gradients(backend, prompt, label_objective(labels), sites, steps=m)[0] for m in (20, 200))
@@ -101,7 +90,7 @@ def test_completeness_error_shrinks_with_steps():
 
 
 def test_out_of_memory_halves_the_batch(monkeypatch):
-    backend = cached_backend("nnsight")
+    backend = cached_model("nnsight")
     prompt, objective = binary_prompt(backend)
     sites = [("mlp", 0), ("attn", 0), ("mlp", 1)]
     expected, _ = integrated_gradients(backend, prompt, objective, sites, steps=5, batch_tokens=64)
@@ -120,7 +109,7 @@ def test_out_of_memory_halves_the_batch(monkeypatch):
 
 
 def test_several_objective_columns_from_one_forward_pass():
-    backend = cached_backend("transformer-lens")
+    backend = cached_model("transformer-lens")
     batch = backend.encode(["The capital of France is", "Q: 2+2?"])
     sites = [("mlp", 1), ("attn", 0)]
 
@@ -148,7 +137,7 @@ def test_label_objective_and_its_written_out_gradient():
 
 
 def test_bad_arguments():
-    backend = cached_backend("transformer-lens")
+    backend = cached_model("transformer-lens")
     prompt, objective = binary_prompt(backend)
     with pytest.raises(UserError, match="site"):
         integrated_gradients(backend, prompt, objective, [("mlp", 2)])
@@ -164,7 +153,7 @@ def test_engine_equals_reference_on_the_embedded_model(backend_name):
     """At the protocol's m = 20: MLP and attention sites in low, middle and top layers, both targets. (Float32
     rounding moves with the number of copies per pass: at m = 2 or 4 it reaches 1.3e-4 to 3e-4 relative on some
     layers, at m = 20 it stayed below 6e-6; in float64 the two agree, see test_engine_is_exact_in_float64.)"""
-    backend = embedded_backend(backend_name)
+    backend = embedded_model(backend_name)
     prompt, objective = binary_prompt(backend, correct_is_b=True)
     sites = [("mlp", 0), ("attn", 14), ("mlp", 29)]
     with warnings.catch_warnings():
@@ -179,9 +168,9 @@ def test_engine_equals_reference_on_the_embedded_model(backend_name):
 def test_engine_is_exact_in_float64(backend_name):
     """The engine's differences from the reference are float32 rounding: in float64 they shrink to the float32
     rounding of its stored result."""
-    backend = make_backend(backend_name, "tiny-llama", tiny_layers=3)
-    backend.loaded_module().double()
-    backend.loaded.dtype = torch.float64
+    backend = make_model(backend_name, "tiny-llama", tiny_layers=3)
+    backend.backend.loaded_module().double()
+    backend.dtype = torch.float64
     prompt, objective = binary_prompt(backend)
     sites = [("mlp", 0), ("attn", 1), ("mlp", 2)]
     engine, info = integrated_gradients(backend, prompt, objective, sites, steps=2)

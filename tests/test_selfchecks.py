@@ -16,8 +16,7 @@ from loctest_plugins.backends.nnsight import NNsightBackend
 from loctest_plugins.backends.transformer_lens import TransformerLensBackend
 from loctest_plugins.truth_neurons.ig import integrated_gradients, reference_integrated_gradients
 
-from conftest import BACKENDS, make_backend, tiny_recipe
-from test_ig import binary_prompt
+from conftest import BACKENDS, binary_prompt, make_model, tiny_recipe
 
 PROMPTS = ["The capital of France is", "Q: 2+2?", "A much longer prompt, with many more tokens in it than the others"]
 CLASSES = {"transformer-lens": TransformerLensBackend, "nnsight": NNsightBackend}
@@ -25,7 +24,7 @@ CLASSES = {"transformer-lens": TransformerLensBackend, "nnsight": NNsightBackend
 
 def sabotaged(backend_name: str, sabotage: str):
     """A fresh tiny-llama backend whose fast path ``sabotage`` is broken the way an upstream change could break it."""
-    backend = make_backend(backend_name)
+    backend = make_model(backend_name)
     honest_run, honest_prefill = backend.run, backend.prefill
 
     def run(batch: Batch, interventions=(), capture=(), grad=False):
@@ -61,7 +60,7 @@ def check_outcomes(backend) -> dict[str, tuple[int, str]]:
 @pytest.mark.parametrize("backend_name", BACKENDS)
 @pytest.mark.parametrize("sabotage, check", [("empty-prefill", "prefill"), ("ignored-4d-mask", "token-copies")])
 def test_broken_ig_fast_path_falls_back_to_the_reference_numbers(backend_name, sabotage, check):
-    honest = make_backend(backend_name)
+    honest = make_model(backend_name)
     prompt, objective = binary_prompt(honest)
     sites = [("mlp", 0), ("attn", 1)]
     reference = reference_integrated_gradients(honest, prompt, objective, sites, steps=3)
@@ -87,7 +86,7 @@ def test_wrong_numbers_on_every_ig_layout_stop_the_run():
 
 @pytest.mark.parametrize("backend_name", BACKENDS)
 def test_ignored_padding_falls_back_to_one_prompt_at_a_time(backend_name):
-    honest = make_backend(backend_name)
+    honest = make_model(backend_name)
     alone = torch.cat([honest.next_token_logprobs([p]) for p in PROMPTS])
     backend = sabotaged(backend_name, "ignored-padding")
     with pytest.warns(LoctestWarning, match="self-check 'padded-batch' failed"):
@@ -99,7 +98,7 @@ def test_ignored_padding_falls_back_to_one_prompt_at_a_time(backend_name):
 
 @pytest.mark.parametrize("backend_name", BACKENDS)
 def test_dropped_generation_cache_falls_back_to_uncached_generation(backend_name):
-    honest = make_backend(backend_name)
+    honest = make_model(backend_name)
     expected = honest.generate(PROMPTS, max_new_tokens=6)
     assert check_outcomes(honest)["cached-generation"] == (0, "verified")
     backend = sabotaged(backend_name, "dropped-generation-cache")

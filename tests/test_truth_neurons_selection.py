@@ -2,13 +2,11 @@
 planted mechanism, and resuming a killed run from the attribution cache."""
 from __future__ import annotations
 
-import functools
 import json
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
-import torch
 from pydantic import ValidationError
 from scipy import stats
 
@@ -22,7 +20,7 @@ from loctest_plugins.locators.random import RandomLocator
 from loctest_plugins.scorers.binary_choice import BinaryChoice
 from loctest_plugins.truth_neurons.selection import candidates, significance, split_halves
 
-from conftest import BACKENDS, make_model
+from conftest import BACKENDS, PLANTED, planted_model
 
 # -- selection statistics on fixed data -------------------------------------------------------------------
 
@@ -74,65 +72,12 @@ def test_split_halves_is_seeded_and_disjoint():
 
 # -- a tiny model with a planted mechanism ----------------------------------------------------------------
 
-PLANTED = ["mlp:1:5", "mlp:1:17", "mlp:1:42", "attn:0:0:3", "attn:0:0:5"]
 PROMPTS = {"user_prompt": "{question} {answer_a}", "system_prompt": ""}  # the prompt shows answer A only
-
-
-def plant(backend) -> None:
-    """Overwrite a tiny-llama (2 layers, width 64) so that the shown answer decides A vs B through the PLANTED
-    neurons only. Embedding dim 0 marks the answer ("T" +1, "F" -1), dim 3 is a constant 1 in every token.
-    Layer 0, head 0 attends uniformly and copies dim 0 into head dims 3 and 5; o_proj writes them into residual
-    dim 1. MLP neurons 5, 17, 42 of layer 1 compute silu(3 * dim3) * 0.1 * dim1 (signed) and write dim 2, which
-    the unembedding reads as +A/+a vs -B/-b. Every other weight keeps its random value but neither reads nor
-    writes dims 0-3, so no other neuron can carry the answer."""
-    model = backend.backend.loaded_module()
-    token = {t: backend.tokenizer.encode(t, add_special_tokens=False)[0] for t in "TFAaBb"}
-    planted = slice(0, 4)
-    with torch.no_grad():
-        emb = model.model.embed_tokens.weight
-        emb[:, planted] = 0
-        emb[:, 3] = 1.0
-        for t, sign in (("T", 1.0), ("F", -1.0)):
-            emb[token[t]] = 0
-            emb[token[t], 0], emb[token[t], 3] = sign, 1.0
-        for layer in model.model.layers:
-            attn, mlp = layer.self_attn, layer.mlp
-            for reader in (attn.q_proj, attn.k_proj, attn.v_proj, mlp.gate_proj, mlp.up_proj):
-                reader.weight[:, planted] = 0
-            for writer in (attn.o_proj, mlp.down_proj):
-                writer.weight[planted, :] = 0
-        attn = model.model.layers[0].self_attn
-        attn.k_proj.weight[:16] = 0  # key/value head 0: uniform attention for query heads 0 and 1
-        for dim in (3, 5):
-            attn.v_proj.weight[dim] = 0
-            attn.v_proj.weight[dim, 0] = 1.0
-            attn.o_proj.weight[:, dim] = 0
-            attn.o_proj.weight[1, dim] = 1.0
-        mlp = model.model.layers[1].mlp
-        for n in (5, 17, 42):
-            mlp.gate_proj.weight[n] = 0
-            mlp.gate_proj.weight[n, 3] = 3.0
-            mlp.up_proj.weight[n] = 0
-            mlp.up_proj.weight[n, 1] = 0.1
-            mlp.down_proj.weight[:, n] = 0
-            mlp.down_proj.weight[2, n] = 0.05
-        unembed = model.lm_head.weight
-        unembed[:, planted] = 0
-        for t, sign in (("A", 1.0), ("a", 1.0), ("B", -1.0), ("b", -1.0)):
-            unembed[token[t]] = 0
-            unembed[token[t], 2] = 2.0 * sign
-
-
-@functools.cache
-def planted_backend(backend_name: str = "nnsight"):
-    backend = make_model(backend_name, "tiny-llama", tiny_layers=2)  # TransformerLens's bridge shares the weights
-    plant(backend)
-    return backend
 
 
 @pytest.fixture(scope="module")
 def planted():
-    return planted_backend()
+    return planted_model()
 
 
 def questions(n: int) -> list[Example]:
@@ -156,7 +101,7 @@ def accuracy(context, components) -> float:
 
 @pytest.mark.parametrize("backend_name", BACKENDS)
 def test_planted_neurons_are_recovered_exactly_and_carry_the_answer(backend_name, tmp_path):
-    planted = planted_backend(backend_name)
+    planted = planted_model(backend_name)
     context = context_for(planted, tmp_path, 20)
     found = locator().locate(context)
     assert found == ComponentSet(PLANTED)
@@ -171,7 +116,7 @@ def test_planted_neurons_are_recovered_exactly_and_carry_the_answer(backend_name
     assert max(w["max_abs_delta"] for w in worst) == pytest.approx(results["completeness"]["max_abs_delta"])
     assert all(row["mean_d"] > 0.1 and row["p_bonferroni"] < 1e-6 for row in results["neurons"])
     finished = SimpleNamespace(run_dir=context.run_dir, data={"arms": {"truth": {"locator": {"plugin": "ig-truth-neurons"}}}})
-    section = ig_truth_neurons.report_section(finished)
+    section = ig_truth_neurons.loctest_report_sections(finished)
     assert "20 of 20 questions passed the manipulation check; 20 were used" in section and "mlp 3 / 3, attn 2 / 2" in section
     assert all(f"| `{name}` |" in section for name in PLANTED)
 
