@@ -28,8 +28,8 @@ def test_backends_agree_on_every_architecture(model):
     """Same logits, activations and edited logits on TransformerLens and nnsight (tolerance 1e-5)."""
     tl, ns = (cached_model(b, model) for b in BACKENDS)
     comps = ComponentSet(["mlp:0:3", "head:1:2", "attn:0:1:5"])
-    edits = interventions.zero(comps, tl.shape, "prompt")
-    sites = [("mlp", 0), ("attn", 1)]
+    edits = interventions.zero(comps, tl.shape, "prompt") + interventions.scale(ComponentSet(["resid:0"]), tl.shape, 0.5, "prompt")
+    sites = [("mlp", 0), ("attn", 1), ("resid", 0), ("resid", 1)]
     for b in (tl, ns):
         assert b.shape == tl.shape
     batch = tl.encode(PROMPTS)
@@ -69,7 +69,7 @@ def test_site_names_resolve_to_the_same_activation_through_each_backend(model):
     tl, ns = (cached_model(b, model) for b in BACKENDS)
     batch = tl.encode(PROMPTS)
     mask = batch.attention_mask.bool()
-    for site in [("mlp", 0), ("attn", 1)]:
+    for site in [("mlp", 0), ("attn", 1), ("resid", 0)]:
         captured = tl.run(batch, capture=[site]).activations[site]
         by_tl = _by_transformer_lens_name(tl, tl.site_name(site), batch)
         by_ns = _by_nnsight_path(ns, ns.site_name(site), batch)

@@ -8,13 +8,14 @@ import pytest
 from loctest import Component, ComponentSet, ModelShape
 from loctest.errors import UserError
 
-SHAPE = ModelShape(n_layers=2, n_heads=4, d_head=16, d_mlp=128)
+SHAPE = ModelShape(n_layers=2, n_heads=4, d_head=16, d_mlp=128, d_model=64)
 
 
 @pytest.mark.parametrize("name, parts", [
     ("mlp:3:17", ("mlp", 3, 17, None)),
     ("head:5:2", ("head", 5, 2, None)),
     ("attn:5:2:7", ("attn", 5, 2, 7)),
+    ("resid:4", ("resid", 4, 0, None)),
 ])
 def test_parse_and_format_round_trip(name, parts):
     component = Component.parse(name)
@@ -24,13 +25,15 @@ def test_parse_and_format_round_trip(name, parts):
 
 
 @pytest.mark.parametrize("name", ["mlp:1", "mlp:1:2:3", "head:1", "head:1:2:3", "attn:1:2", "neuron:1:2",
-                                  "mlp:-1:2", "mlp:a:b", "MLP:1:2", "mlp 1 2", ""])
+                                  "mlp:-1:2", "mlp:a:b", "MLP:1:2", "mlp 1 2", "",
+                                  "resid", "resid:1:0", "resid:1:2:3"])
 def test_bad_names_are_user_errors(name):
-    with pytest.raises(UserError, match="bad component name.*expected 'mlp:LAYER:NEURON'"):
+    with pytest.raises(UserError, match="bad component name.*expected 'mlp:LAYER:NEURON'.*'resid:LAYER'"):
         Component.parse(name)
 
 
-@pytest.mark.parametrize("args", [("attn", 1, 2), ("mlp", 1, 2, 3), ("head", 0, 1, 0), ("mlp", -1, 0), ("neuron", 0, 0)])
+@pytest.mark.parametrize("args", [("attn", 1, 2), ("mlp", 1, 2, 3), ("head", 0, 1, 0), ("mlp", -1, 0), ("neuron", 0, 0),
+                                  ("resid", 1, 3), ("resid", 1, 0, 2)])
 def test_bad_components_are_user_errors(args):
     with pytest.raises(UserError):
         Component(*args)
@@ -73,7 +76,8 @@ def test_site_indices_flatten_heads_as_head_times_d_head_plus_dim():
         ("mlp", 0): [2, 5],
     }
     assert ComponentSet(["attn:0:3:15"]).site_indices(SHAPE) == {("attn", 0): [63]}
-    assert SHAPE.site_width("mlp") == 128 and SHAPE.site_width("attn") == 64
+    assert ComponentSet(["resid:1"]).site_indices(SHAPE) == {("resid", 1): list(range(64))}
+    assert SHAPE.site_width("mlp") == 128 and SHAPE.site_width("attn") == 64 and SHAPE.site_width("resid") == 64
 
 
 def test_counts_by_layer():
@@ -81,7 +85,7 @@ def test_counts_by_layer():
     assert components.counts_by_layer() == {("attn", 1): 1, ("head", 1): 1, ("mlp", 0): 2, ("mlp", 1): 1}
 
 
-@pytest.mark.parametrize("name", ["mlp:1:127", "head:1:3", "attn:1:3:15", "mlp:0:0"])
+@pytest.mark.parametrize("name", ["mlp:1:127", "head:1:3", "attn:1:3:15", "mlp:0:0", "resid:1"])
 def test_shape_accepts_the_last_valid_index(name):
     SHAPE.check(Component.parse(name))
 
@@ -92,6 +96,7 @@ def test_shape_accepts_the_last_valid_index(name):
     ("head:0:4", r"index out of range \(model has 4 heads per layer\)"),
     ("attn:0:4:0", r"index out of range \(model has 4 heads per layer\)"),
     ("attn:0:0:16", r"dim out of range \(head size is 16\)"),
+    ("resid:2", r"layer 2 out of range \(model has 2 layers\)"),
 ])
 def test_shape_rejects_components_outside_the_model(name, message):
     with pytest.raises(UserError, match=f"component {name}: {message}"):

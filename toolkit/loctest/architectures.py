@@ -2,7 +2,8 @@
 
 Used only by backends (plugins never see module paths). ``layers`` is the path from the Hugging Face causal
 LM to its list of blocks; ``mlp_out`` and ``attn_out`` are paths inside one block to the MLP down projection
-and the attention output projection, whose *inputs* are the MLP-neuron and attention-head sites.
+and the attention output projection, whose *inputs* are the MLP-neuron and attention-head sites. The
+residual-stream site is the *output* of the block itself.
 """
 from __future__ import annotations
 
@@ -21,8 +22,10 @@ class Architecture:
     attn_out: str
 
     def layer_module_path(self, site: tuple[str, int]) -> str:
+        """The module whose input (MLP and attention sites) or output (residual stream) is the site."""
         kind, layer = site
-        return f"{self.layers}.{layer}.{self.mlp_out if kind == 'mlp' else self.attn_out}"
+        inside = {"mlp": f".{self.mlp_out}", "attn": f".{self.attn_out}", "resid": ""}[kind]
+        return f"{self.layers}.{layer}{inside}"
 
 
 _LLAMA_LIKE = Architecture("model.layers", "mlp.down_proj", "self_attn.o_proj")
@@ -57,4 +60,5 @@ def shape_of(model: torch.nn.Module, arch: Architecture) -> ModelShape:
     n_heads = getattr(cfg, "num_attention_heads", None) or getattr(cfg, "n_head")
     attn_width = _in_features(first.get_submodule(arch.attn_out))
     return ModelShape(n_layers=len(layers), n_heads=n_heads, d_head=attn_width // n_heads,
-                      d_mlp=_in_features(first.get_submodule(arch.mlp_out)))
+                      d_mlp=_in_features(first.get_submodule(arch.mlp_out)),
+                      d_model=model.get_input_embeddings().embedding_dim)

@@ -3,9 +3,11 @@
 - MLP neuron ``mlp:L:N`` = neuron N of the input to layer L's MLP down projection.
 - Attention head ``head:L:H`` = head H's output before layer L's attention output projection.
 - Attention neuron ``attn:L:H:D`` = dimension D of that head's output.
+- Residual stream ``resid:L`` = the whole residual stream after layer L (the site of steering vectors), one
+  component.
 
 A :class:`ComponentSet` is an ordered, duplicate-free set of components that serialises to JSON and
-groups itself by *site* (one activation tensor: ``("mlp", L)`` or ``("attn", L)``). Each backend names a site
+groups itself by *site* (one activation tensor: ``("mlp", L)``, ``("attn", L)`` or ``("resid", L)``). Each backend names a site
 its own way for the architecture at hand (``Backend.site_name``: a TransformerLens hook, an nnsight path).
 """
 from __future__ import annotations
@@ -19,43 +21,60 @@ from pathlib import Path
 
 from .errors import UserError
 
-SITE_KINDS = ("mlp", "attn")
+SITE_KINDS = ("mlp", "attn", "resid")
+KINDS = ("mlp", "head", "attn", "resid")
+NAME_FORMS = "'mlp:LAYER:NEURON', 'head:LAYER:HEAD', 'attn:LAYER:HEAD:DIM' or 'resid:LAYER'"
 
 
 @dataclass(frozen=True, order=True)
 class Component:
-    """One MLP neuron, attention head or attention neuron. ``kind`` is "mlp", "head" or "attn"."""
+    """One MLP neuron, attention head, attention neuron or residual stream. ``kind`` is "mlp", "head", "attn" or
+    "resid" (the whole stream after a layer: ``index`` 0)."""
 
     kind: str
     layer: int
-    index: int  # neuron for "mlp", head for "head" and "attn"
+    index: int = 0  # neuron for "mlp", head for "head" and "attn", 0 for "resid"
     dim: int | None = None  # head dimension, only for "attn"
 
     def __post_init__(self):
-        if self.kind not in ("mlp", "head", "attn"):
-            raise UserError(f"component kind must be 'mlp', 'head' or 'attn', got {self.kind!r}")
+        if self.kind not in KINDS:
+            raise UserError(f"component kind must be one of {', '.join(map(repr, KINDS))}, got {self.kind!r}")
         if (self.dim is None) != (self.kind != "attn"):
             raise UserError(f"component {self.kind!r} {'needs' if self.kind == 'attn' else 'takes no'} a head dimension")
         if self.layer < 0 or self.index < 0 or (self.dim is not None and self.dim < 0):
             raise UserError(f"component indices must be >= 0, got {self}")
+        if self.kind == "resid" and self.index:
+            raise UserError(f"a residual-stream component is a whole layer ('resid:{self.layer}'), got index {self.index}")
 
     @property
     def name(self) -> str:
-        parts = [self.kind, self.layer, self.index] + ([self.dim] if self.dim is not None else [])
+        parts = [self.kind, self.layer] + ([self.index] if self.kind != "resid" else []) + ([self.dim] if self.dim is not None else [])
         return ":".join(str(p) for p in parts)
 
     @property
     def site(self) -> tuple[str, int]:
-        """The activation tensor this component lives in: ("mlp", layer) or ("attn", layer)."""
-        return ("mlp" if self.kind == "mlp" else "attn", self.layer)
+        """The activation tensor this component lives in: ("mlp", layer), ("attn", layer) or ("resid", layer)."""
+        return ("attn" if self.kind in ("head", "attn") else self.kind, self.layer)
 
     @classmethod
     def parse(cls, text: str) -> "Component":
-        """Parse ``mlp:L:N``, ``head:L:H`` or ``attn:L:H:D``."""
-        m = re.fullmatch(r"(mlp|head|attn):(\d+):(\d+)(?::(\d+))?", text.strip())
-        if not m or (m.group(4) is None) != (m.group(1) != "attn"):
-            raise UserError(f"bad component name {text!r}: expected 'mlp:LAYER:NEURON', 'head:LAYER:HEAD' or 'attn:LAYER:HEAD:DIM'")
-        return cls(m.group(1), int(m.group(2)), int(m.group(3)), int(m.group(4)) if m.group(4) else None)
+        """Parse ``mlp:L:N``, ``head:L:H``, ``attn:L:H:D`` or ``resid:L``."""
+        m = re.fullmatch(r"(mlp|head|attn|resid):(\d+)(?::(\d+))?(?::(\d+))?", text.strip())
+        arity = {"mlp": 1, "head": 1, "attn": 2, "resid": 0}
+        if not m or sum(g is not None for g in m.groups()[2:]) != arity[m.group(1)]:
+            raise UserError(f"bad component name {text!r}: expected {NAME_FORMS}")
+        numbers = [int(g) for g in m.groups()[1:] if g is not None]
+        return cls(m.group(1), *numbers)
+
+    def columns(self, shape: "ModelShape") -> range:
+        """The component's columns in its site's activation (attention flattened as head * d_head + dim)."""
+        if self.kind == "mlp":
+            return range(self.index, self.index + 1)
+        if self.kind == "attn":
+            return range(self.index * shape.d_head + self.dim, self.index * shape.d_head + self.dim + 1)
+        if self.kind == "head":
+            return range(self.index * shape.d_head, (self.index + 1) * shape.d_head)
+        return range(shape.d_model)
 
     def __str__(self) -> str:
         return self.name
@@ -69,9 +88,10 @@ class ModelShape:
     n_heads: int
     d_head: int
     d_mlp: int
+    d_model: int
 
     def site_width(self, kind: str) -> int:
-        return self.d_mlp if kind == "mlp" else self.n_heads * self.d_head
+        return {"mlp": self.d_mlp, "attn": self.n_heads * self.d_head, "resid": self.d_model}[kind]
 
     def checked(self, components: "ComponentSet") -> "ComponentSet":
         """``components``, after checking that each exists in a model of this shape."""
@@ -81,7 +101,7 @@ class ModelShape:
 
     def check(self, component: Component) -> None:
         """Raise UserError if ``component`` does not exist in a model of this shape."""
-        limits = {"mlp": self.d_mlp, "head": self.n_heads, "attn": self.n_heads}
+        limits = {"mlp": self.d_mlp, "head": self.n_heads, "attn": self.n_heads, "resid": 1}
         if component.layer >= self.n_layers:
             raise UserError(f"component {component}: layer {component.layer} out of range (model has {self.n_layers} layers)")
         if component.index >= limits[component.kind]:
@@ -124,12 +144,7 @@ class ComponentSet:
         out: dict[tuple[str, int], set[int]] = defaultdict(set)
         for c in self._items:
             shape.check(c)
-            if c.kind == "mlp":
-                out[c.site].add(c.index)
-            elif c.kind == "attn":
-                out[c.site].add(c.index * shape.d_head + c.dim)
-            else:
-                out[c.site].update(range(c.index * shape.d_head, (c.index + 1) * shape.d_head))
+            out[c.site].update(c.columns(shape))
         return {site: sorted(cols) for site, cols in sorted(out.items())}
 
     def counts_by_layer(self) -> dict[tuple[str, int], int]:

@@ -17,8 +17,23 @@ from .components import ModelShape
 from .errors import UserError
 
 EMBEDDED_MODEL = "smollm2-135m-instruct"
+CAVEATS = {  # by model name: written into results.json ("model" / "caveat") and shown at the top of the report
+    EMBEDDED_MODEL: "The embedded SmolLM2-135M-Instruct is a 135M-parameter model: on TruthfulQA binary choice it "
+                    "sits near chance and prefers the label 'A'. Treat its numbers as a demonstration of the "
+                    "pipeline, not as evidence about larger models.",
+}
+NULL_MODEL_CAVEAT = ("NULL MODEL: every weight of this run's model was re-drawn at random ([model] init = 'random', "
+                     "init_seed = {seed}); it knows nothing. Components found here, and effects measured here, are "
+                     "what the method gives on noise.")
 TINY_PREFIX = "tiny-"
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def model_caveat(config: "ModelConfig") -> str | None:
+    """What a reader must know about the run's model before its numbers (the null model, a small model)."""
+    if config.init == "random":
+        return NULL_MODEL_CAVEAT.format(seed=config.init_seed)
+    return CAVEATS.get(config.name)
 
 
 class ModelConfig(PluginConfig):
@@ -30,6 +45,11 @@ class ModelConfig(PluginConfig):
     revision: str | None = Field(None, description="Hugging Face revision (commit, branch or tag).")
     tiny_layers: int = Field(2, ge=1, description="Layers of a tiny-* model.")
     tiny_seed: int = Field(0, description="Initialisation seed of a tiny-* model.")
+    init: Literal["pretrained", "random"] = Field(
+        "pretrained", description="'random': re-draw every weight of the named architecture with its own initialiser "
+                                  "(seeded by init_seed): the null model, a network that knows nothing. Any recipe "
+                                  "runs unchanged; a method that finds components there is finding noise.")
+    init_seed: int = Field(0, description="Seed of the weights drawn when init = 'random'.")
 
 
 @dataclass
@@ -134,46 +154,53 @@ def missing_local_path(name: str) -> bool:
     return name.startswith(("/", ".", "~")) and not Path(name).expanduser().exists()
 
 
-def load_model(config: ModelConfig) -> LoadedModel:
-    """Load tokenizer now and weights on first use (so ``validate`` never loads weights)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+def random_weights(hf_config, seed: int, dtype: torch.dtype) -> torch.nn.Module:
+    """A model of ``hf_config``'s architecture with every weight drawn by its own initialiser, seeded."""
+    from transformers import AutoModelForCausalLM
 
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return AutoModelForCausalLM.from_config(hf_config).to(dtype)
+
+
+def _sources(config: ModelConfig, kwargs: dict):
+    """The tokenizer, a loader of the pretrained weights and a reader of the architecture's config."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    if config.name.startswith(TINY_PREFIX):
+        hf_config = tiny_config(config.name[len(TINY_PREFIX):], config.tiny_layers)
+        return tiny_tokenizer(), lambda: random_weights(hf_config, config.tiny_seed, kwargs["dtype"]), lambda: hf_config
+    if config.name == EMBEDDED_MODEL:
+        folder, gguf = embedded_model_file()
+        return (AutoTokenizer.from_pretrained(folder, gguf_file=gguf),
+                lambda: AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf, **kwargs),
+                lambda: AutoConfig.from_pretrained(folder, gguf_file=gguf))
+    if missing_local_path(config.name):
+        raise UserError(f"model {config.name!r}: no such local folder")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(config.name, revision=config.revision)
+    except (OSError, ValueError) as err:
+        raise UserError(f"model {config.name!r}: cannot load its tokenizer ({str(err).splitlines()[0]}); "
+                        f"give a local path, a reachable Hugging Face id, or '{EMBEDDED_MODEL}'") from None
+    return (tokenizer, lambda: AutoModelForCausalLM.from_pretrained(config.name, revision=config.revision, **kwargs),
+            lambda: AutoConfig.from_pretrained(config.name, revision=config.revision))
+
+
+def load_model(config: ModelConfig) -> LoadedModel:
+    """Load tokenizer now and weights on first use (so ``validate`` never loads weights). With ``init = "random"``
+    the weights are re-drawn for the same architecture (the null model)."""
     device = resolve_device(config.device)
     dtype = DTYPES[config.dtype]
-    kwargs = {"dtype": dtype}
-    if config.device_map:
-        kwargs["device_map"] = config.device_map
+    kwargs = {"dtype": dtype} | ({"device_map": config.device_map} if config.device_map else {})
+    tokenizer, pretrained, architecture = _sources(config, kwargs)
 
-    def finish(model):
+    def load():
+        model = random_weights(architecture(), config.init_seed, dtype) if config.init == "random" else pretrained()
         model.eval()
         for p in model.parameters():
             p.requires_grad_(False)
         return model if config.device_map else model.to(device)
 
-    if config.name.startswith(TINY_PREFIX):
-        tokenizer = tiny_tokenizer()
-        hf_config = tiny_config(config.name[len(TINY_PREFIX):], config.tiny_layers)
-
-        def load():
-            torch.manual_seed(config.tiny_seed)
-            return finish(AutoModelForCausalLM.from_config(hf_config).to(dtype))
-    elif config.name == EMBEDDED_MODEL:
-        folder, gguf = embedded_model_file()
-        tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=gguf)
-
-        def load():
-            return finish(AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf, **kwargs))
-    else:
-        if missing_local_path(config.name):
-            raise UserError(f"model {config.name!r}: no such local folder")
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(config.name, revision=config.revision)
-        except (OSError, ValueError) as err:
-            raise UserError(f"model {config.name!r}: cannot load its tokenizer ({str(err).splitlines()[0]}); "
-                            f"give a local path, a reachable Hugging Face id, or '{EMBEDDED_MODEL}'") from None
-
-        def load():
-            return finish(AutoModelForCausalLM.from_pretrained(config.name, revision=config.revision, **kwargs))
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     return LoadedModel(config.name, tokenizer, device, dtype, load)

@@ -1,5 +1,6 @@
 """nnsight backend: ``nnsight.LanguageModel`` over the Hugging Face model, interventions at the inputs of
-the MLP down projection and the attention output projection, all sites inside one trace."""
+the MLP down projection and the attention output projection and at each block's output (the residual stream),
+all sites inside one trace."""
 from __future__ import annotations
 
 import re
@@ -15,6 +16,9 @@ from loctest.components import ModelShape
 from loctest.errors import UserError
 from loctest.models import EMBEDDED_MODEL, TINY_PREFIX
 from loctest.interventions import Intervention, Site, group_by_site
+
+
+EXECUTION_ORDER = ("attn", "mlp", "resid")
 
 
 class NNsightConfig(BackendConfig):
@@ -55,9 +59,11 @@ class NNsightBackend(Backend):
         return self._module
 
     def site_name(self, site: Site) -> str:
-        """The input of the layer's MLP down projection or attention output projection, as an nnsight path of
-        this architecture, e.g. ``model.layers[3].mlp.down_proj.input`` or ``transformer.h[3].attn.c_proj.input``."""
-        return re.sub(r"\.(\d+)(?=\.|$)", r"[\1]", self.architecture.layer_module_path(site)) + ".input"
+        """The input of the layer's MLP down projection or attention output projection, or the output of the
+        block (residual stream), as an nnsight path of this architecture: ``model.layers[3].mlp.down_proj.input``,
+        ``transformer.h[3].attn.c_proj.input``, ``model.layers[3].output``."""
+        path = re.sub(r"\.(\d+)(?=\.|$)", r"[\1]", self.architecture.layer_module_path(site))
+        return path + (".output" if site[0] == "resid" else ".input")
 
     def _envoy(self, site: Site):
         envoy = self.lm
@@ -65,13 +71,28 @@ class NNsightBackend(Backend):
             envoy = envoy[int(part)] if part.isdigit() else getattr(envoy, part)
         return envoy
 
+    @staticmethod
+    def _read(envoy, site: Site):
+        if site[0] != "resid":
+            return envoy.input
+        out = envoy.output
+        return out[0] if isinstance(out, tuple) else out  # some blocks return (hidden states, ...)
+
+    @staticmethod
+    def _write(envoy, site: Site, value) -> None:
+        if site[0] != "resid":
+            envoy.input = value
+        else:
+            out = envoy.output
+            envoy.output = (value, *out[1:]) if isinstance(out, tuple) else value
+
     def run(self, batch: Batch, interventions: Sequence[Intervention] = (), capture: Sequence[Site] = (),
             grad: bool = False) -> RunOutput:
         if grad and self.config.remote:
             raise UserError("gradients are not available through the remote nnsight backend")
         edits = group_by_site(interventions)
-        # nnsight requires modules to be visited in execution order: attention before MLP within a layer
-        sites = sorted(set(edits) | set(capture), key=lambda s: (s[1], s[0] != "attn"))
+        # nnsight requires modules to be visited in execution order: attention, MLP, then the block's output
+        sites = sorted(set(edits) | set(capture), key=lambda s: (s[1], EXECUTION_ORDER.index(s[0])))
         saved: dict[Site, torch.Tensor] = {}
         inputs = {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask}
         past = cache_arguments(self._module, batch.past_key_values)
@@ -79,10 +100,10 @@ class NNsightBackend(Backend):
             with self.lm.trace(inputs, position_ids=batch.position_ids, remote=self.config.remote, **past):
                 for site in sites:
                     envoy = self._envoy(site)
-                    activation = envoy.input
+                    activation = self._read(envoy, site)
                     if site in edits:
                         activation = apply_interventions(activation, edits[site], batch)
-                        envoy.input = activation
+                        self._write(envoy, site, activation)
                     if site in capture:
                         saved[site] = activation.save()
                 logits = self.lm.output.logits.save()

@@ -1,5 +1,6 @@
 """TransformerLens 4.x backend: a ``TransformerBridge`` over the Hugging Face model, hooks at
-``blocks.L.mlp.hook_post`` (MLP neurons) and ``blocks.L.attn.hook_z`` (attention heads and their neurons)."""
+``blocks.L.mlp.hook_post`` (MLP neurons), ``blocks.L.attn.hook_z`` (attention heads and their neurons) and
+``blocks.L.hook_resid_post`` (the residual stream)."""
 from __future__ import annotations
 
 import copy
@@ -44,10 +45,10 @@ class TransformerLensBackend(Backend):
         return self._module
 
     def site_name(self, site: Site) -> str:
-        """The bridge's hook: ``blocks.L.mlp.hook_post`` [B, P, d_mlp] or ``blocks.L.attn.hook_z`` [B, P, H, Dh]
-        (the same names on every architecture the bridge supports)."""
+        """The bridge's hook: ``blocks.L.mlp.hook_post`` [B, P, d_mlp], ``blocks.L.attn.hook_z`` [B, P, H, Dh] or
+        ``blocks.L.hook_resid_post`` [B, P, d_model] (the same names on every architecture the bridge supports)."""
         kind, layer = site
-        return f"blocks.{layer}.mlp.hook_post" if kind == "mlp" else f"blocks.{layer}.attn.hook_z"
+        return f"blocks.{layer}." + {"mlp": "mlp.hook_post", "attn": "attn.hook_z", "resid": "hook_resid_post"}[kind]
 
     def run(self, batch: Batch, interventions: Sequence[Intervention] = (), capture: Sequence[Site] = (),
             grad: bool = False) -> RunOutput:

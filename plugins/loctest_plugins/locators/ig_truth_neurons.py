@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import math
 import re
-import shutil
 from dataclasses import dataclass
 from typing import Literal
 
@@ -21,10 +20,10 @@ import numpy as np
 import torch
 from pydantic import Field
 
-from loctest import ComponentSet, Example, Locator, PluginConfig
+from loctest import ComponentSet, DatasetRef, Example, Locator
 from loctest.errors import UserError
 
-from ..scorers.binary_choice import SYSTEM_PROMPT, USER_PROMPT, binary_prompts, label_probabilities
+from ..common.binary_prompts import BinaryPromptConfig, binary_prompts, label_probabilities
 from ..truth_neurons.cache import AttributionCache
 from ..truth_neurons.ig import Attribution, integrated_gradients, label_objective, site_components
 from ..truth_neurons.selection import candidates, significance, split_halves
@@ -36,8 +35,8 @@ WORST_SITES = 5
 TARGETS = "f(T|t) = P(correct label) + P(its lowercase), f(T|f) likewise for the incorrect label, same prompt"
 
 
-class IGTruthNeuronsConfig(PluginConfig):
-    dataset: str = Field("truthfulqa", description="Name of a dataset declared in the recipe's [datasets].")
+class IGTruthNeuronsConfig(BinaryPromptConfig):
+    dataset: DatasetRef = Field("truthfulqa", description="Name of a dataset declared in the recipe's [datasets].")
     adaptive_threshold: float = Field(..., gt=0, le=100, description=(
         "t (%): a neuron is salient in an example when its D exceeds t % of that example's largest D over all "
         "layers of its type. Model-dependent and required (the paper used 1 to 25; see docs/truth-neurons.md)."))
@@ -57,8 +56,6 @@ class IGTruthNeuronsConfig(PluginConfig):
         "Use as many correctly answered questions with the correct answer at A as at B (a seeded subsample of the "
         "larger group), so that D cannot come from a preference for one label. Off in the paper's protocol."))
     save_attributions: bool = Field(False, description="Copy every kept question's attributions (safetensors) into the run directory.")
-    system_prompt: str = Field(SYSTEM_PROMPT, description="System message of the binary-choice prompt (the paper's by default).")
-    user_prompt: str = Field(USER_PROMPT, description="User message with {question}, {answer_a}, {answer_b}.")
 
 
 @dataclass
@@ -108,21 +105,20 @@ class IGTruthNeurons(Locator):
         halves = {int(kept[i]): "selection" for i in selection} | {int(kept[i]): "testing" for i in testing}
         self.write(context, questions, halves, attributions, table, engine)
         if self.config.save_attributions:
-            folder = context.run_dir / f"attributions-{context.arm}"
-            folder.mkdir(parents=True, exist_ok=True)
             for i, path in zip(kept, paths):
-                shutil.copyfile(path, folder / f"{re.sub(r'[^A-Za-z0-9_.-]', '_', str(questions.examples[i].id))}.safetensors")
+                name = re.sub(r"[^A-Za-z0-9_.-]", "_", str(questions.examples[i].id))
+                context.write_output(f"attributions-{context.arm}/{name}.safetensors", path.read_bytes())
         return found
 
     def questions(self, context) -> Questions:
         """Seeded answer placement, the prompts, and P(label)+P(lowercase) of both answers (unedited model)."""
-        cfg, backend = self.config, context.backend
+        cfg, model = self.config, context.model
         examples = context.dataset(cfg.dataset)
         correct_is_b = context.rng("ig-truth-neurons-placement", cfg.dataset).integers(0, 2, size=len(examples))
-        both = binary_prompts(backend, cfg, examples)  # per question: correct as A, then correct as B
+        both = binary_prompts(model, cfg, examples)  # per question: correct as A, then correct as B
         prompts = [both[2 * i + int(b)] for i, b in enumerate(correct_is_b)]
         with context.progress.task(f"{context.arm}: manipulation check", total=len(prompts)) as advance:
-            probs = label_probabilities(backend, prompts, [], advance).numpy()
+            probs = label_probabilities(model, prompts, [], advance).numpy()
         rows = np.arange(len(examples))
         return Questions(examples, correct_is_b, prompts, probs[rows, correct_is_b], probs[rows, 1 - correct_is_b])
 
@@ -138,10 +134,10 @@ class IGTruthNeurons(Locator):
 
     def attributions(self, context, questions: Questions, kept: np.ndarray, sites) -> tuple[list[Attribution], list, dict]:
         """IG of the questions ``kept`` (columns: correct, incorrect), from the on-disk cache where present."""
-        cfg, backend = self.config, context.backend
-        labels = [[backend.answer_token_ids(t) for t in pair] for pair in (("A", "a"), ("B", "b"))]
+        cfg, model = self.config, context.model
+        labels = [[model.answer_token_ids(t) for t in pair] for pair in (("A", "a"), ("B", "b"))]
         cache = AttributionCache(context.cache_dir / "ig-attributions")
-        identity = backend.identity()
+        identity = model.identity()
         settings = {"steps": cfg.steps, "positions": cfg.positions, "quadrature": QUADRATURE, "baseline": BASELINE, "sites": sites}
         out, paths, batch_tokens, engine = [], [], cfg.batch_tokens, {}
         with context.progress.task(f"{context.arm}: integrated gradients", total=len(kept)) as advance:
@@ -151,11 +147,11 @@ class IGTruthNeurons(Locator):
                 key = cache.key(identity, questions.prompts[i], groups, settings)
                 found = cache.get(key)
                 if found is None:
-                    found, info = integrated_gradients(backend, questions.prompts[i], label_objective(groups), sites,
+                    found, info = integrated_gradients(model, questions.prompts[i], label_objective(groups), sites,
                                                        cfg.steps, cfg.positions, batch_tokens)
                     batch_tokens = min(batch_tokens, info.batch_tokens)  # keep an out-of-memory backoff
                     engine[info.layout] = engine.get(info.layout, 0) + 1
-                    cache.put(key, found, {"example": str(questions.examples[i].id), "model": backend.loaded.name})
+                    cache.put(key, found, {"example": str(questions.examples[i].id), "model": model.name})
                 out.append(found)
                 paths.append(cache.path(key))
                 advance(1)
@@ -198,7 +194,7 @@ class IGTruthNeurons(Locator):
             counts[f"candidates_{kind}"] = sum(r["kind"] == kind for r in table)
             counts[f"truth_neurons_{kind}"] = sum(r["kind"] == kind and r["truth_neuron"] for r in table)
         results = {
-            "method": self.name, "arm": context.arm, "model": context.backend.loaded.name,
+            "method": self.name, "arm": context.arm, "model": context.model.name,
             "settings": {**cfg.model_dump(mode="json"), "quadrature": QUADRATURE, "baseline": BASELINE, "targets": TARGETS,
                          "answer_placement": "seeded per question from the run seed and the dataset name",
                          "split": "seeded permutation (run seed, split_seed); selection = first half (n // 2)",
@@ -215,8 +211,7 @@ class IGTruthNeurons(Locator):
                            "p_incorrect": float(questions.p_incorrect[i]), "half": halves.get(i)}
                           for i, e in enumerate(questions.examples)],
         }
-        context.run_dir.mkdir(parents=True, exist_ok=True)
-        (context.run_dir / f"truth_neurons-{context.arm}.json").write_text(json.dumps(results, indent=1))
+        context.write_output(f"truth_neurons-{context.arm}.json", results)
 
 
 def report_section(results) -> str:

@@ -11,7 +11,8 @@ from loctest.errors import UserError
 
 
 class RandomConfig(PluginConfig):
-    kind: Literal["mlp", "head", "attn"] = Field("mlp", description="Component kind: MLP neurons, attention heads or attention neurons.")
+    kind: Literal["mlp", "head", "attn", "resid"] = Field(
+        "mlp", description="Component kind: MLP neurons, attention heads, attention neurons or residual-stream layers.")
     count: int | None = Field(None, ge=1, description="How many components to draw (uniformly over the chosen layers).")
     layers: list[int] | None = Field(None, description="Layers to draw from (default: all).")
     match: ArmRef | None = Field(None, description="Arm whose components to match: same count of each kind in each layer (overrides kind/count/layers).")
@@ -26,7 +27,7 @@ class RandomLocator(Locator):
     def locate(self, context) -> ComponentSet:
         shape = context.shape
         rng = context.rng("random-locator", context.arm, self.config.draw)
-        per_layer = {"mlp": shape.d_mlp, "head": shape.n_heads, "attn": shape.n_heads * shape.d_head}
+        per_layer = {"mlp": shape.d_mlp, "head": shape.n_heads, "attn": shape.n_heads * shape.d_head, "resid": 1}
         if self.config.match:
             wanted = context.components[self.config.match].counts_by_layer()
         else:
