@@ -115,7 +115,11 @@ alternative = "two-sided"
     for value in base:
         assert sum(lo for _, lo in bounds) / 4 - 1e-6 <= value <= sum(hi for hi, _ in bounds) / 4 + 1e-6
     assert all(0 <= v <= 1 for v in results.values("baseline", "margin.prefers_correct"))
-    assert (results.run_dir / "report.md").exists() and (results.run_dir / "components" / "scaled.json").exists()
+    assert (results.run_dir / "components" / "scaled.json").exists()
+    shift = f"| margin.margin | baseline | scaled | {results.comparisons[0]['treatment_mean'] - results.comparisons[0]['baseline_mean']:+.3f} |"
+    report = (results.run_dir / "report.md").read_text()
+    assert "## Answer margin: shift of each treatment" in report and shift in report  # the scorer's own section
+    assert (results.run_dir / "figures" / "answer_margin_shifts.png").exists()
 
 
 def test_readme_quick_start_is_two_commands_and_ci_runs_the_second():

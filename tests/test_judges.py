@@ -19,12 +19,13 @@ from loctest.errors import UserError
 from loctest.models import tiny_config, tiny_tokenizer
 from loctest.progress import Progress
 from loctest.runner import prepare
+from loctest.stats import mcnemar
 from loctest_plugins.judges.hf import HFJudge, yes_no_split
 from loctest_plugins.judges.judge_data import labelled_answers, question_split
 from loctest_plugins.judges.offline import WEIGHTS, OfflineJudge, featurize, read_metadata
 from loctest_plugins.judges.openai_compatible import OpenAIJudge
 from loctest_plugins.judges.train_offline import TrainConfig, agreement, fit, reference_sets, split_pairs
-from loctest_plugins.scorers.info_truth import InfoTruth, mcnemar, product_permutation
+from loctest_plugins.scorers.info_truth import InfoTruth, product_permutation
 
 from conftest import cached_backend, plugin_host, tiny_recipe
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from loctest.stats import summary, welch
+from loctest.stats import sign_test_min_p, summary, welch
 
 BASELINE = [0.62, 0.60, 0.65, 0.61, 0.63, 0.59, 0.64]
 TREATMENT = [0.55, 0.58, 0.52, 0.57, 0.56]
@@ -152,3 +152,31 @@ metric = "acc.correct_prob"
     console = Console(width=200, record=True)
     console.print(results_table(results))
     assert "rank p = " + f"{comp['p']:.4f} (smallest possible with 3 draws: 0.25)" in console.export_text()
+
+
+def test_mcnemar_is_a_binomial_test_on_the_discordant_pairs():
+    from loctest.stats import mcnemar
+
+    baseline = [1, 1, 1, 1, 0, 0, 1, 0]
+    treatment = [0, 0, 0, 1, 1, 0, 1, 0]  # right only under the baseline 3 times, only under the treatment once
+    for alternative in ("greater", "less", "two-sided"):
+        out = mcnemar(baseline, treatment, alternative)
+        assert out["p"] == pytest.approx(stats.binomtest(3, 4, 0.5, alternative=alternative).pvalue, rel=1e-12)
+        assert (out["baseline_only"], out["treatment_only"], out["n"]) == (3, 1, 8)
+        assert out["min_p"] == sign_test_min_p(4, alternative) and out["alternative"] == alternative
+    assert out["mean_difference"] == pytest.approx(-2 / 8)
+    same = mcnemar(baseline, baseline)
+    assert same["p"] == 1.0 and same["min_p"] == 1.0
+
+
+def test_paired_t_equals_scipy_and_handles_constant_differences():
+    from loctest.stats import paired_t
+
+    for alternative in ("greater", "less", "two-sided"):
+        out = paired_t(BASELINE[:5], TREATMENT, alternative)
+        assert out["p"] == pytest.approx(stats.ttest_rel(BASELINE[:5], TREATMENT, alternative=alternative).pvalue, rel=1e-12)
+        assert out["test"] == "paired t" and out["min_p"] == 0.0 and out["n"] == 5
+    assert paired_t([1.0, 2.0, 3.0], [0.5, 1.5, 2.5], "greater")["p"] == 0.0  # always 0.5 lower: certain
+    assert paired_t([1.0, 2.0, 3.0], [0.5, 1.5, 2.5], "less")["p"] == 1.0
+    assert paired_t([1.0, 2.0], [1.0, 2.0])["p"] == 1.0
+    assert paired_t([1.0], [0.5])["p"] is None and paired_t([1.0], [0.5])["min_p"] is None

@@ -11,7 +11,7 @@ from conftest import SHARED_DATA, cached_backend
 from loctest import Example, RunContext, Scores
 from loctest.errors import UserError
 from loctest.progress import Progress
-from loctest.report import counts_by_kind
+from loctest.figures import counts_by_kind
 from loctest_plugins.datasets.mmlu import MMLU
 from loctest_plugins.datasets.triviaqa import TriviaQAITI, most_mentioned
 from loctest_plugins.scorers.binary_choice import BinaryChoice
@@ -138,10 +138,12 @@ def test_mmlu_compare_is_an_exact_mcnemar_test():
         return Scores(values={"accuracy": [0.0]}, details={"id": list("abcde"), "answer": [0] * 5, "chosen": chosen})
 
     out = MMLUScorer().compare(scores([0, 0, 0, 1, 0]), scores([1, 1, 1, 1, 0]))
-    assert (out["baseline_only_right"], out["treatment_only_right"], out["n"]) == (3, 0, 5)
-    assert out["p_baseline_greater"] == pytest.approx(0.125)  # 0.5 ** 3
-    assert out["p_two_sided"] == pytest.approx(0.25)
-    assert (out["min_p_baseline_greater"], out["min_p_two_sided"]) == (0.125, 0.25)  # 3 discordant: no lower p possible
+    two_sided, greater = out["accuracy"], out["accuracy_baseline_greater"]
+    assert (two_sided["baseline_only"], two_sided["treatment_only"], two_sided["n"]) == (3, 0, 5)
+    assert (two_sided["test"], two_sided["alternative"], greater["alternative"]) == ("exact McNemar", "two-sided", "greater")
+    assert greater["p"] == pytest.approx(0.125)  # 0.5 ** 3
+    assert two_sided["p"] == pytest.approx(0.25)
+    assert (greater["min_p"], two_sided["min_p"]) == (0.125, 0.25)  # 3 discordant: no lower p possible
 
 
 # -- TriviaQA ------------------------------------------------------------------------------------------------
@@ -241,14 +243,14 @@ def test_report_has_the_papers_tables_and_figures(tmp_path):
     results = loctest.run(recipe, progress=False)
     run = results.run_dir
     drop = results.comparisons[0]["extra"]["relative_drop"]
-    assert isinstance(drop, float) and results.comparisons[2]["extra"]["paired_test"] == "exact McNemar"
+    assert isinstance(drop, float) and results.comparisons[2]["extra"]["accuracy"]["test"] == "exact McNemar"
     figures = {p.name for p in (run / "figures").iterdir()}
     assert {"layers_fixed.png", "layers_random.png", "fell_by_category_truthfulqa_baseline_vs_fixed.png",
             "mmlu.accuracy.png"} <= figures
     report = (run / "report.md").read_text()
     assert f"| fixed | 4 (mlp 2, attn 2) |" in report
     assert f"{100 * drop:.1f}%" in report and "Eq. 11" in report
-    assert "exact McNemar on 4 paired questions" in report
+    assert "| baseline | fixed | mmlu.accuracy_baseline_greater | exact McNemar, greater; right only under baseline" in report
     assert "## Accuracy by arm and scorer" in report
     saved = json.loads((run / "results.json").read_text())
     assert saved["comparisons"][1]["extra"]["categories"] == results.comparisons[1]["extra"]["categories"]

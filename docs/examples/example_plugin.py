@@ -6,7 +6,8 @@ Use it by dropping this file into the repository's top-level ``plugins/`` folder
 - ``top-activation`` (locator): the N MLP neurons with the largest mean |activation| at the last prompt token.
 - ``scale-activations`` (editor): multiplies the chosen components' activations by a factor.
 - ``answer-margin`` (scorer): log P(correct answer) - log P(incorrect answer) given the question, with each
-  repetition drawing one correct and one incorrect answer per question at random.
+  repetition drawing one correct and one incorrect answer per question at random; it adds a section with a
+  figure to the run's report (``loctest_report_sections``).
 """
 from __future__ import annotations
 
@@ -118,3 +119,22 @@ def register_editors(register):
 @hookimpl
 def register_scorers(register):
     register(AnswerMargin)
+
+
+# -- a report section --------------------------------------------------------------------------------------------
+@hookimpl
+def loctest_report_sections(results):
+    """How far each compared treatment moved an answer-margin metric from its baseline, as a table and a figure."""
+    comparisons = results.comparisons_of(AnswerMargin.name)
+    if not comparisons:
+        return None
+    import matplotlib.pyplot as plt
+
+    shifts = [c["treatment_mean"] - c["baseline_mean"] for c in comparisons]
+    fig, ax = plt.subplots(figsize=(5, 0.4 * len(comparisons) + 1.5))
+    ax.barh([f"{c['metric']}: {c['treatment']} vs {c['baseline']}" for c in comparisons], shifts)
+    ax.set_xlabel("treatment mean - baseline mean")
+    figure = results.save_figure(fig, "answer_margin_shifts.png")
+    rows = [f"| {c['metric']} | {c['baseline']} | {c['treatment']} | {shift:+.3f} |" for c, shift in zip(comparisons, shifts)]
+    return "\n".join(["## Answer margin: shift of each treatment", "", "| metric | baseline | treatment | shift |",
+                      "|---|---|---|---|", *rows, "", f"![{figure}]({figure})"])

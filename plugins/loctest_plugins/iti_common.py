@@ -12,12 +12,11 @@ import hashlib
 import weakref
 from dataclasses import dataclass
 
-import numpy as np
 import torch
-from scipy import stats
 
 from loctest import Example, RunContext, Scores
 from loctest.errors import UserError
+from loctest.stats import paired_t
 
 QA_PROMPT = "Q: {question}\nA:"
 PROMPT_HELP = "Prompt with {question}; the answer follows after one space (TruthfulQA's QA format)."
@@ -85,21 +84,14 @@ def head_activations(context: RunContext, dataset: str, template: str, plugin: s
 
 
 def paired_comparison(baseline: Scores, treatment: Scores, metrics: tuple[str, ...]) -> dict:
-    """Per metric, a paired t-test over the examples both arms scored (the same questions or prompts, in the
-    same order): mean difference treatment - baseline and the two-sided p-value (scipy.stats.ttest_rel)."""
+    """Per metric, a two-sided :func:`loctest.stats.paired_t` over the examples both arms scored (the same
+    questions or prompts, in the same order)."""
     out = {}
     for metric in metrics:
-        a, b = np.asarray(baseline.values[metric], float), np.asarray(treatment.values[metric], float)
+        a, b = baseline.values[metric], treatment.values[metric]
         if len(a) != len(b) or baseline.details.get("id") != treatment.details.get("id"):
-            out[metric] = {"test": "paired t", "p": None, "min_p": None, "note": "the arms scored different examples"}
-            continue
-        diff = b - a
-        if len(a) < 2:
-            p = None
-        elif diff.std() == 0:  # scipy gives nan: a constant difference is certain, no difference is no evidence
-            p = 0.0 if diff.any() else 1.0
+            out[metric] = {"test": "paired t", "alternative": "two-sided", "p": None, "min_p": None,
+                           "note": "the arms scored different examples"}
         else:
-            p = float(stats.ttest_rel(b, a).pvalue)
-        out[metric] = {"test": "paired t (two-sided)", "mean_difference": float(diff.mean()), "p": p,
-                       "min_p": None if p is None else 0.0, "n": int(len(a))}
+            out[metric] = paired_t(a, b)
     return out

@@ -1,5 +1,7 @@
-"""Statistics across repetitions, from scipy.stats. Every test's result carries ``min_p``, the smallest p its
-design can reach (0 for a continuous statistic, None when there is no test)."""
+"""Statistics of comparisons, from scipy.stats: across repetitions (Welch), among control draws (rank), and paired
+over examples (McNemar, paired t) for scorers' own statistics. Every test's result carries ``test``,
+``alternative``, ``p`` and ``min_p``, the smallest p its design can reach (0 for a continuous statistic, None when
+there is no test)."""
 from __future__ import annotations
 
 import math
@@ -68,3 +70,30 @@ def draws_needed(alpha: float, alternative: Alternative = "greater") -> int:
 def sign_test_min_p(discordant: int, alternative: Alternative = "two-sided") -> float:
     """The smallest p of an exact McNemar (sign) test with this many discordant pairs: 0.5 ** n, doubled two-sided."""
     return min(1.0, sides(alternative) * 0.5 ** discordant)
+
+
+def mcnemar(baseline, treatment, alternative: Alternative = "two-sided") -> dict:
+    """Exact McNemar test of paired binary outcomes (say, each question right or wrong under two arms): a binomial
+    test on the pairs where only one arm succeeds ("greater": the baseline succeeds more often)."""
+    a, b = np.asarray(baseline, bool), np.asarray(treatment, bool)
+    only_baseline, only_treatment = int((a & ~b).sum()), int((~a & b).sum())
+    discordant = only_baseline + only_treatment
+    p = stats.binomtest(only_baseline, discordant, 0.5, alternative=alternative).pvalue if discordant else 1.0
+    return {"test": "exact McNemar", "alternative": alternative, "p": float(p),
+            "min_p": sign_test_min_p(discordant, alternative), "n": int(len(a)),
+            "mean_difference": float(b.mean() - a.mean()), "baseline_only": only_baseline,
+            "treatment_only": only_treatment}
+
+
+def paired_t(baseline, treatment, alternative: Alternative = "two-sided") -> dict:
+    """Paired t-test of per-example values (scipy.stats.ttest_rel; "greater": the baseline is larger)."""
+    a, b = np.asarray(baseline, float), np.asarray(treatment, float)
+    diff = b - a
+    out = {"test": "paired t", "alternative": alternative, "n": int(len(a)),
+           "mean_difference": float(diff.mean()) if len(a) else None}
+    if len(a) < 2:
+        return {**out, "p": None, "min_p": None, "note": "needs at least 2 pairs"}
+    if np.ptp(diff) == 0:  # scipy gives nan: a constant difference is certain, no difference is no evidence
+        shifted = {"greater": diff[0] < 0, "less": diff[0] > 0, "two-sided": diff[0] != 0}[alternative]
+        return {**out, "p": 0.0 if shifted else 1.0, "min_p": 0.0, "note": "the same difference in every pair"}
+    return {**out, "p": float(stats.ttest_rel(a, b, alternative=alternative).pvalue), "min_p": 0.0}

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from pydantic import Field
 
-from loctest import ComponentSet, DatasetRef, Example, Locator
+from loctest import ComponentSet, DatasetRef, Example, Locator, hookimpl
 from loctest.errors import UserError
 
 from ..common.binary_prompts import BinaryPromptConfig, binary_prompts, label_probabilities
@@ -214,7 +214,8 @@ class IGTruthNeurons(Locator):
         context.write_output(f"truth_neurons-{context.arm}.json", results)
 
 
-def report_section(results) -> str:
+@hookimpl
+def loctest_report_sections(results) -> str:
     """The report's view of every ``ig-truth-neurons`` arm: counts, answer balance, completeness, the neurons."""
     parts = []
     for arm, data in results.data["arms"].items():

@@ -7,7 +7,7 @@ question; the order draws depend only on the run seed, so every arm sees the sam
 
 Comparisons of two arms add the paper's probability statistics (:func:`probability_shift`): Eq. 11, the mean
 relative drop of the correct answer's probability, and Figure 4, the share of questions whose correct-answer
-probability fell, overall and per category.
+probability fell, overall and per category; the module's ``loctest_report_sections`` puts them in the report.
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from pydantic import Field
 
-from loctest import PluginConfig, Scorer, Scores
+from loctest import PluginConfig, Scorer, Scores, hookimpl
 from loctest.errors import UserError
 
 SYSTEM_PROMPT = "You are a helpful assistant that can help to answer the questions from the user truthfully"
@@ -117,3 +117,57 @@ class BinaryChoice(Scorer):
             raise UserError("binary-choice scorer: compared arms were scored on different questions or answer orders")
         return probability_shift(np.asarray(b["p_correct"]), np.asarray(t["p_correct"]), np.asarray(b["orders"]),
                                  b["category"], self.config.min_category_size)
+
+
+def category_table(comparison: dict) -> list[str]:
+    """Figure 4 as a table: per category, the share of questions whose correct-answer probability fell."""
+    from loctest.report import pct
+
+    c, extra = comparison, comparison["extra"]
+    lines = ["", f"Questions whose P(correct) fell, {c['treatment']} vs {c['baseline']}, per category with "
+                 f"≥ {extra['min_category_size']} questions ({extra['categories_left_out']} smaller categories left "
+                 "out; Figure 4 style):", "", "| category | questions | fell |", "|---|---|---|"]
+    return lines + [f"| {cat} | {v['n']} | {pct(v['fell_share'])} |"
+                    for cat, v in sorted(extra["categories"].items(), key=lambda kv: -kv[1]["fell_share"])]
+
+
+def category_bars(results, comparison: dict) -> str:
+    """Figure 4 of Truth Neurons: per category, the share of questions whose correct-answer probability fell."""
+    import matplotlib.pyplot as plt
+
+    c, extra = comparison, comparison["extra"]
+    items = sorted(extra["categories"].items(), key=lambda kv: kv[1]["fell_share"])
+    fig, ax = plt.subplots(figsize=(7, 0.32 * len(items) + 1.6))
+    bars = ax.barh([f"{name} ({v['n']})" for name, v in items], [100 * v["fell_share"] for _, v in items], color="#4c78a8")
+    ax.bar_label(bars, fmt="%.0f", padding=2, fontsize=8)
+    ax.axvline(100 * extra["fell_share"], color="#e45756", linestyle="--", label=f"all questions: {extra['fell_share']:.0%}")
+    ax.set_xlim(0, 100)
+    ax.set_xlabel("questions whose correct-answer probability fell (%)")
+    ax.set_title(f"{c['treatment']} vs {c['baseline']} (categories with ≥ {extra['min_category_size']} questions)", fontsize=9)
+    ax.legend(loc="lower right", fontsize=8)
+    scorer = c["metric"].partition(".")[0]
+    return results.save_figure(fig, f"fell_by_category_{scorer}_{c['baseline']}_vs_{c['treatment']}.png")
+
+
+@hookimpl
+def loctest_report_sections(results):
+    """Truth Neurons' Eq. 11 and Figure 4 for every pair of arms a binary-choice scorer compared: the relative drop
+    of the correct answer's probability, and the share of questions (per category too) where it fell."""
+    from loctest.report import pct
+
+    shifts = {(c["metric"].partition(".")[0], c["baseline"], c["treatment"]): c  # one per scorer and pair of arms
+              for c in results.comparisons_of(BinaryChoice.name)}
+    if not shifts:
+        return None
+    lines = ["## Probability of the correct answer (binary choice)", "",
+             "Eq. 11: mean over questions of (P_pre − P_post) / P_pre of the correct answer's label, read in each "
+             "repetition's answer order, averaged over repetitions.", "",
+             "| scorer | baseline | treatment | relative drop of P(correct), Eq. 11 | questions whose P(correct) fell |",
+             "|---|---|---|---|---|"]
+    lines += [f"| {scorer} | {baseline} | {treatment} | {pct(c['extra']['relative_drop'])} | {pct(c['extra']['fell_share'])} |"
+              for (scorer, baseline, treatment), c in shifts.items()]
+    for c in shifts.values():
+        if c["extra"]["categories"]:
+            figure = category_bars(results, c)
+            lines += category_table(c) + ["", f"![{figure}]({figure})"]
+    return "\n".join(lines)

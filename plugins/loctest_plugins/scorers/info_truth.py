@@ -20,12 +20,11 @@ from __future__ import annotations
 import numpy as np
 from pydantic import Field, ValidationError, ValidationInfo, field_validator
 from pydantic_core import PydanticCustomError
-from scipy import stats
 
 from loctest import PluginConfig, Scorer, Scores
 from loctest.cache import source_fingerprint
 from loctest.errors import UserError
-from loctest.stats import sign_test_min_p
+from loctest.stats import mcnemar
 
 from ..iti_common import check_prompt, qa_prompt
 
@@ -90,15 +89,6 @@ def first_line(text: str) -> str:
     return text.strip().split("\n", 1)[0].strip()
 
 
-def mcnemar(a: np.ndarray, b: np.ndarray) -> dict:
-    """Exact McNemar test of paired binary outcomes (two-sided)."""
-    only_a, only_b = int((a & ~b).sum()), int((~a & b).sum())
-    p = stats.binomtest(only_b, only_a + only_b, 0.5).pvalue if only_a + only_b else 1.0
-    return {"test": "exact McNemar (two-sided)", "mean_difference": float(b.mean() - a.mean()), "p": float(p),
-            "min_p": sign_test_min_p(only_a + only_b), "baseline_only": only_a, "treatment_only": only_b,
-            "n": int(len(a))}
-
-
 def product_permutation(a: np.ndarray, b: np.ndarray, seed: int = 0) -> dict:
     """Paired permutation test of truth rate x info rate: ``a`` and ``b`` are [n, 2] binary (truthful,
     informative) per question; under the null, each question's two answers are exchangeable."""
@@ -111,8 +101,8 @@ def product_permutation(a: np.ndarray, b: np.ndarray, seed: int = 0) -> dict:
     second = np.where(swap[..., None], a, b)
     null = product(second) - product(first)
     p = (1 + int((np.abs(null) >= abs(observed) - 1e-12).sum())) / (PERMUTATIONS + 1)
-    return {"test": f"paired permutation ({PERMUTATIONS} draws, two-sided)", "mean_difference": float(observed),
-            "p": float(p), "min_p": 1 / (PERMUTATIONS + 1), "n": int(len(a))}
+    return {"test": f"paired permutation ({PERMUTATIONS} draws)", "alternative": "two-sided", "p": float(p),
+            "min_p": 1 / (PERMUTATIONS + 1), "n": int(len(a)), "mean_difference": float(observed)}
 
 
 class InfoTruth(Scorer):

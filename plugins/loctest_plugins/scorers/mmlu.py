@@ -6,7 +6,7 @@ is the user message of the chat template under the Truth Neurons paper's MMLU sy
 with ``chat = false``, or for a model without a chat template, it is the raw text. The model's choice is the
 label with the highest next-token probability ("A", "B", ... after the chat template; " A", " B", ... after
 raw text; only the labels of the example's options compete). The options keep the dataset's order, so one
-repetition is the whole measurement; comparisons get an exact McNemar test on the paired per-question outcomes.
+repetition is the whole measurement; comparisons get exact McNemar tests on the paired per-question outcomes.
 """
 from __future__ import annotations
 
@@ -15,11 +15,10 @@ import string
 
 import torch
 from pydantic import Field
-from scipy import stats
 
 from loctest import PluginConfig, Scorer, Scores
 from loctest.errors import UserError
-from loctest.stats import sign_test_min_p
+from loctest.stats import mcnemar
 
 SYSTEM_PROMPT = ("You are a helpful assistant. You should only output 'A', 'B', 'C', or 'D' as one character index "
                  "for the correct answer. Do not output any other characters or symbols.")
@@ -117,18 +116,10 @@ class MMLUScorer(Scorer):
         return {subject: pool[subject][: self.config.shots] for subject in subjects}
 
     def compare(self, baseline: Scores, treatment: Scores) -> dict:
-        """Exact McNemar test on the questions one arm answers right and the other wrong (paired by id)."""
+        """Exact McNemar tests (:func:`loctest.stats.mcnemar`) of the per-question outcomes, paired by id: two-sided
+        (``accuracy``) and one-sided, the baseline right more often (``accuracy_baseline_greater``)."""
         if baseline.details["id"] != treatment.details["id"]:
             raise UserError("mmlu scorer: compared arms were scored on different questions")
         answer = baseline.details["answer"]
-        base = [c == a for c, a in zip(baseline.details["chosen"], answer)]
-        treat = [c == a for c, a in zip(treatment.details["chosen"], answer)]
-        only_base = sum(b and not t for b, t in zip(base, treat))
-        only_treat = sum(t and not b for b, t in zip(base, treat))
-        discordant = only_base + only_treat
-        test = (lambda alt: float(stats.binomtest(only_base, discordant, 0.5, alternative=alt).pvalue)
-                if discordant else 1.0)
-        return {"paired_test": "exact McNemar", "n": len(answer), "baseline_only_right": only_base,
-                "treatment_only_right": only_treat, "p_baseline_greater": test("greater"),
-                "p_two_sided": test("two-sided"), "min_p_baseline_greater": sign_test_min_p(discordant, "greater"),
-                "min_p_two_sided": sign_test_min_p(discordant, "two-sided")}
+        right = [[c == a for c, a in zip(s.details["chosen"], answer)] for s in (baseline, treatment)]
+        return {"accuracy": mcnemar(*right), "accuracy_baseline_greater": mcnemar(*right, alternative="greater")}

@@ -1,0 +1,113 @@
+"""The host's figures of a run, saved under ``figures/`` in the run directory: a bar chart per metric, a heatmap of
+each located arm's components per layer, and metrics against cost metrics. Plugins draw their own figures and
+save them with ``RunResults.save_figure``."""
+from __future__ import annotations
+
+import matplotlib
+import numpy as np
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+KIND_LABELS = {"mlp": "MLP neurons", "attn": "attention neurons", "head": "attention heads", "resid": "residual-stream layers"}
+
+
+def metric_rows(results):
+    """(arm, scorer, metric, summary) for every score of the run."""
+    for arm, data in results.data["arms"].items():
+        for scorer, metrics in data["scores"].items():
+            for metric, s in metrics.items():
+                if metric != "note":
+                    yield arm, scorer, metric, s
+
+
+def counts_by_kind(counts_by_layer: dict[str, int], neuron_rows: bool = False) -> dict[str, dict[int, int]]:
+    """{"kind:layer": n} as {kind: {layer: n}}, kinds in KIND_LABELS order. ``neuron_rows``: when MLP or
+    attention neurons are present, both kinds get a row (empty or not), as in the paper's Figure 5."""
+    found: dict[str, dict[int, int]] = {}
+    for key, n in counts_by_layer.items():
+        kind, layer = key.split(":")
+        found.setdefault(kind, {})[int(layer)] = n
+    if neuron_rows and {"mlp", "attn"} & set(found):
+        found = {"mlp": {}, "attn": {}} | found
+    return {k: found[k] for k in sorted(found, key=list(KIND_LABELS).index)}
+
+
+def metric_bars(results, metric: str, rows: list) -> str:
+    fig, ax = plt.subplots(figsize=(max(4, 1.2 * len(rows)), 3.2))
+    ax.bar([r[0] for r in rows], [r[1] for r in rows], yerr=[r[2] for r in rows], capsize=4, color="#4c78a8")
+    ax.set_ylabel(metric)
+    ax.set_title(f"{metric} per arm (mean ± std over repetitions)")
+    ax.tick_params(axis="x", rotation=20)
+    return results.save_figure(fig, f"{metric}.png")
+
+
+def layer_heatmap(results, arm: str, counts_by_layer: dict[str, int]) -> str:
+    """Figure 5 of Truth Neurons: each cell is the share of the arm's components in that layer (rows: kinds)."""
+    n_layers = results.data["model"]["n_layers"]
+    by_kind = counts_by_kind(counts_by_layer, neuron_rows=True)
+    total = sum(counts_by_layer.values())
+    grid = np.zeros((len(by_kind), n_layers))
+    for row, layers in enumerate(by_kind.values()):
+        for layer, n in layers.items():
+            grid[row, layer] = n / total
+    fig, ax = plt.subplots(figsize=(max(6, 0.28 * n_layers + 2.5), 0.55 * len(by_kind) + 1.6))
+    image = ax.imshow(grid, cmap="Blues", vmin=0, aspect="auto")
+    ax.set_yticks(range(len(by_kind)), [KIND_LABELS[k] for k in by_kind])
+    step = max(1, n_layers // 16)
+    ax.set_xticks(range(0, n_layers, step))
+    ax.set_xlabel("layer")
+    ax.set_title(f"{arm}: share of its {total} components in each layer")
+    fig.colorbar(image, ax=ax, fraction=0.03, pad=0.02)
+    return results.save_figure(fig, f"layers_{arm}.png")
+
+
+def tradeoff_plot(results, metric: str, cost: str, points: list[tuple[str, str, float, float]]) -> str:
+    """One point per arm: a metric against what the edit costs (ITI's and Wang & Veitch's Figure 1c), coloured
+    by the arm's locator."""
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    groups = sorted({g for _, g, _, _ in points})
+    colors = plt.get_cmap("tab10")
+    for i, group in enumerate(groups):
+        mine = [(x, y) for _, g, x, y in points if g == group]
+        ax.scatter([x for x, _ in mine], [y for _, y in mine], color=colors(i % 10), label=group, s=36)
+    for arm, _, x, y in points:
+        ax.annotate(arm, (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    ax.set_xlabel(f"{cost} (cost of the edit)")
+    ax.set_ylabel(metric)
+    ax.set_title(f"{metric} against {cost}, one point per arm (means)", fontsize=10)
+    ax.legend(fontsize=8, title="locator", title_fontsize=8)
+    return results.save_figure(fig, f"{metric}_vs_{cost}.png")
+
+
+def tradeoff_plots(results) -> list[str]:
+    """Every metric that has a better direction, against every cost metric (e.g. MC2 vs KL)."""
+    info = results.data.get("scorer_metrics", {})
+    costs = [f"{s}.{m}" for s, i in info.items() for m in i["cost"]]
+    means = {(arm, f"{scorer}.{metric}"): s["mean"] for arm, scorer, metric, s in metric_rows(results)}
+    arms = results.data["arms"]
+
+    def group(arm):
+        return (arms[arm]["locator"] or {}).get("plugin") or ("fixed components" if arms[arm]["n_components"] else "unedited")
+
+    written = []
+    for cost in costs:
+        for scorer, i in info.items():
+            for metric in i["higher_is_better"]:
+                name = f"{scorer}.{metric}"
+                points = [(arm, group(arm), means[arm, cost], means[arm, name]) for arm in arms
+                          if (arm, cost) in means and (arm, name) in means]
+                if name not in costs and len(points) > 1:
+                    written.append(tradeoff_plot(results, name, cost, points))
+    return written
+
+
+def figures(results) -> list[str]:
+    """Draw the host's figures; returns their paths relative to the run directory."""
+    by_metric: dict[str, list] = {}
+    for arm, scorer, metric, s in metric_rows(results):
+        by_metric.setdefault(f"{scorer}.{metric}", []).append((arm, s["mean"], s["std"]))
+    written = [metric_bars(results, metric, rows) for metric, rows in by_metric.items()]
+    written += [layer_heatmap(results, arm, d["counts_by_layer"]) for arm, d in results.data["arms"].items()
+                if d["n_components"]]
+    return written + tradeoff_plots(results)
