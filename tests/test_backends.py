@@ -183,3 +183,21 @@ def test_cache_identity_covers_backend_versions_and_weights():
     assert {"torch", "transformers", "transformer-lens", "nnsight", "peft"} <= set(tl.identity()["versions"])
     reseeded = make_model("nnsight", tiny_seed=1)
     assert reseeded.identity()["top_ids"] != ns.identity()["top_ids"] or reseeded.identity()["top_logprobs"] != ns.identity()["top_logprobs"]
+
+
+def test_capture_at_positions_matches_each_text_alone_and_capture_last(tiny_model):
+    sites = [("mlp", 1), ("resid", 0)]
+    answers = [" Paris", " 4", " yes"]
+    together = tiny_model.capture(PROMPTS, sites, "all", answers)
+    lengths = [len(tiny_model.encode([p], [a]).input_ids[0]) for p, a in zip(PROMPTS, answers)]
+    for text, prompt, answer, length in zip(together, PROMPTS, answers, lengths):
+        (alone,) = tiny_model.capture([prompt], sites, "all", [answer])
+        for s in sites:
+            assert text[s].shape == (length, tiny_model.shape.site_width(s[0]))
+            torch.testing.assert_close(text[s], alone[s], atol=ATOL, rtol=0)
+    last = tiny_model.capture(PROMPTS, sites, "last")
+    by_capture_last = tiny_model.capture_last(PROMPTS, sites)
+    for s in sites:
+        torch.testing.assert_close(torch.cat([t[s] for t in last]), by_capture_last[s], atol=ATOL, rtol=0)
+    answer_tokens = tiny_model.capture(PROMPTS, sites, "continuation", answers)
+    assert [t[sites[0]].shape[0] for t in answer_tokens] == [len(tiny_model.tokenize([a], special=False)[0]) for a in answers]

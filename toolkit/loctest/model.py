@@ -188,6 +188,22 @@ class Model:
         per_prompt = self._by_length(prompts, compute, progress)
         return {s: torch.stack([p[s] for p in per_prompt]) for s in sites}
 
+    @torch.no_grad()
+    def capture(self, prompts: Sequence[str], sites: Sequence[Site], positions: str = "prompt",
+                continuations: Sequence[str] | None = None, interventions: Sequence[Intervention] = (),
+                progress: Callable[[int], None] | None = None) -> list[dict[Site, torch.Tensor]]:
+        """Per text, site activations at the positions a policy selects ("last", "prompt", "continuation" or
+        "all", as :class:`~loctest.interventions.Intervention` positions): ``[{site: [positions, width]}]``, in
+        token order, padding never included."""
+        def compute(indices):
+            conts = [continuations[i] for i in indices] if continuations is not None else None
+            batch = self.encode([prompts[i] for i in indices], conts)
+            acts = self.run(batch, interventions, capture=sites).activations
+            mask = batch.position_mask(positions)
+            return [{s: acts[s][row, mask[row]].float().cpu() for s in sites} for row in range(len(indices))]
+        texts = [p + (continuations[i] if continuations is not None else "") for i, p in enumerate(prompts)]
+        return self._by_length(texts, compute, progress)
+
     # -- generation ----------------------------------------------------------------------------------
     @torch.no_grad()
     def generate(self, prompts: Sequence[str], max_new_tokens: int, interventions: Sequence[Intervention] = (),
