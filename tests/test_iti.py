@@ -2,6 +2,7 @@
 iti-shift edit (its exact vector, and that MC and KL move under it, unlike an edit of only the final token)."""
 from __future__ import annotations
 
+import gc
 import json
 
 import numpy as np
@@ -13,14 +14,16 @@ from loctest import ComponentSet, Example, Intervention
 from loctest.context import RunContext
 from loctest.errors import UserError
 from loctest.progress import Progress
+from loctest_plugins.common.head_activations import head_activations
+from loctest_plugins.common.memo import ModelMemo
+from loctest_plugins.common.qa import QA_PROMPT, labelled_texts
 from loctest_plugins.editors.iti_shift import ITIShift, mass_mean_shifts
-from loctest_plugins.iti_common import QA_PROMPT, head_activations, labelled_texts
 from loctest_plugins.locators.probe_heads import ProbeHeads, fit_logistic_probes, question_split
 from loctest_plugins.locators.single_head import SingleHead
 from loctest_plugins.scorers.kl import KLDivergence
 from loctest_plugins.scorers.mc import MultipleChoice
 
-from conftest import cached_backend
+from conftest import cached_model
 
 WORDS = "sky cat dog sun ice elk owl ant bee yak fox hen".split()  # answers of equal length: MC2 is not ~0
 QA = [Example(f"q{i}", f"Is the {WORDS[i % 12]} {WORDS[(5 * i + 1) % 12]}?",
@@ -30,7 +33,7 @@ QA = [Example(f"q{i}", f"Is the {WORDS[i % 12]} {WORDS[(5 * i + 1) % 12]}?",
 
 
 def make_context(tmp_path, backend="transformer-lens", model="tiny-llama", arm="arm", seed=0):
-    return RunContext(cached_backend(backend, model), seed, tmp_path, tmp_path / "cache", Progress(enabled=False),
+    return RunContext(cached_model(backend, model), seed, tmp_path, tmp_path / "cache", Progress(enabled=False),
                       datasets={"qa": lambda: QA}, arm=arm)
 
 
@@ -106,9 +109,24 @@ def test_activations_are_each_heads_output_at_the_last_token(tmp_path):
     assert acts.values.shape == (len(texts), context.shape.n_layers, context.shape.n_heads, context.shape.d_head)
     assert torch.equal(acts.truthful, truthful) and torch.equal(acts.question, question)
     assert texts[0] == f"Q: {QA[0].question}\nA: {QA[0].correct[0]}" and truthful[:2].all() and not truthful[2:5].any()
-    batch = context.backend.encode(texts[7:8])
-    alone = context.backend.run(batch, capture=[("attn", 1)]).activations[("attn", 1)][0, -1]
+    batch = context.model.encode(texts[7:8])
+    alone = context.model.run(batch, capture=[("attn", 1)]).activations[("attn", 1)][0, -1]
     torch.testing.assert_close(acts.values[7, 1].flatten(), alone, rtol=1e-4, atol=1e-5)
+
+
+def test_model_memo_computes_once_per_model_and_texts_and_forgets_a_dropped_model():
+    class Model:
+        pass
+
+    memo, calls, model = ModelMemo(), [], Model()
+    value = memo.get(model, ["a", "b"], lambda: calls.append("ab") or len(calls))
+    assert memo.get(model, ["a", "b"], lambda: calls.append("again")) == value and calls == ["ab"]
+    assert memo.has(model, ["a", "b"]) and not memo.has(model, ["ab"]) and not memo.has(Model(), ["a", "b"])
+    memo.get(model, ["ab"], lambda: calls.append("ab joined"))
+    assert calls == ["ab", "ab joined"]
+    del model
+    gc.collect()
+    assert not memo._values  # the model's values went with it
 
 
 def test_single_head_permutation_sweeps_every_head_once(tmp_path):

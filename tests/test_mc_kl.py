@@ -12,13 +12,13 @@ from scipy.stats import ttest_rel
 from loctest import Example, Scores, interventions
 from loctest.context import RunContext
 from loctest.progress import Progress
+from loctest_plugins.common.paired import paired_comparison
 from loctest_plugins.datasets.truthfulqa import DATA
 from loctest_plugins.datasets.truthfulqa_mc import TruthfulQAMC
-from loctest_plugins.iti_common import paired_comparison
 from loctest_plugins.scorers.kl import KLDivergence
 from loctest_plugins.scorers.mc import MultipleChoice
 
-from conftest import cached_backend, tiny_recipe
+from conftest import cached_model, tiny_recipe
 
 # answers of very different lengths, so a batch holds much padding
 QA = [Example("a", "Where is the cat?", ("On the mat.", "Nowhere in particular, it moves around a lot."),
@@ -29,7 +29,7 @@ QA = [Example("a", "Where is the cat?", ("On the mat.", "Nowhere in particular, 
 
 
 def make_context(backend_name, seed=0, arm="arm"):
-    return RunContext(cached_backend(backend_name), seed, None, None, Progress(enabled=False),
+    return RunContext(cached_model(backend_name), seed, None, None, Progress(enabled=False),
                       datasets={"qa": lambda: QA}, arm=arm)
 
 
@@ -51,7 +51,7 @@ def test_mc_equals_a_hand_reference_computed_one_answer_at_a_time(backend_name):
         for i, ex in enumerate(QA):
             lp = []
             for answer in ex.correct + ex.incorrect:
-                rows, tokens = answer_rows(context.backend, f"Q: {ex.question}\nA:", f" {answer}", iv)
+                rows, tokens = answer_rows(context.model, f"Q: {ex.question}\nA:", f" {answer}", iv)
                 lp.append(float(rows[torch.arange(len(tokens)), tokens].sum()))
             true, false = np.array(lp[:len(ex.correct)]), np.array(lp[len(ex.correct):])
             np.testing.assert_allclose(scores.details["true_logprobs"][i], true, rtol=1e-4, atol=1e-4)
@@ -72,8 +72,8 @@ def test_kl_equals_a_hand_reference_and_is_zero_without_an_edit(backend_name):
     assert len(scores.details["id"]) == 3
     for id_, value in zip(scores.details["id"], scores.values["kl"]):
         ex = next(e for e in QA if e.id == id_)
-        orig, _ = answer_rows(context.backend, f"Q: {ex.question}\nA:", f" {ex.correct[0]}")
-        new, _ = answer_rows(context.backend, f"Q: {ex.question}\nA:", f" {ex.correct[0]}", edits)
+        orig, _ = answer_rows(context.model, f"Q: {ex.question}\nA:", f" {ex.correct[0]}")
+        new, _ = answer_rows(context.model, f"Q: {ex.question}\nA:", f" {ex.correct[0]}", edits)
         # KL(P_orig || P_edit), torch's own formula: kl_div(input=log q, target=log p) = sum p (log p - log q)
         reference = F.kl_div(new, orig, log_target=True, reduction="none").sum(-1).mean()
         reverse = F.kl_div(orig, new, log_target=True, reduction="none").sum(-1).mean()

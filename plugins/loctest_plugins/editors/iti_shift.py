@@ -17,24 +17,24 @@ answer token, so MC never moved (honest_llama #47): scoring answer tokens needs 
 from __future__ import annotations
 
 import dataclasses
-import json
 from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from pydantic import Field, field_validator
 
-from loctest import ComponentSet, Editor, PluginConfig, interventions
+from loctest import ComponentSet, DatasetRef, Editor, PluginConfig, interventions
 from loctest.errors import UserError
 
-from ..iti_common import PROMPT_HELP, QA_PROMPT, HeadActivations, check_prompt, head_activations
+from ..common.head_activations import HeadActivations, head_activations
+from ..common.qa import PROMPT_HELP, QA_PROMPT, check_prompt
 
 POLICIES = {"last": ("last",), "continuation": ("continuation",), "last+continuation": ("last", "continuation"),
             "all": ("all",)}
 
 
 class ITIShiftConfig(PluginConfig):
-    dataset: str = Field(..., description="Dataset (in [datasets]) whose answers give the directions: use a training split.")
+    dataset: DatasetRef = Field(..., description="Dataset (in [datasets]) whose answers give the directions: use a training split.")
     alpha: float = Field(15.0, description="Intervention strength in standard deviations (ITI's default: 15).")
     positions: Literal["last", "continuation", "last+continuation", "all"] = Field(
         "last+continuation", description="Where to add the shift: 'last' prompt token, 'continuation' (answer / "
@@ -82,9 +82,7 @@ class ITIShift(Editor):
 
     def _write_shifts(self, context, shifts) -> None:
         """``iti_shift/ARM.json`` in the run directory: each head's projection std and direction."""
-        folder = context.run_dir / "iti_shift"
-        folder.mkdir(parents=True, exist_ok=True)
         data = {"alpha": self.config.alpha, "positions": self.config.positions, "dataset": self.config.dataset,
                 "heads": {name: {"std": sigma, "direction": [round(v, 6) for v in direction.tolist()]}
                           for name, (direction, sigma) in shifts.items()}}
-        (folder / f"{context.arm or 'iti-shift'}.json").write_text(json.dumps(data))
+        context.write_output(f"iti_shift/{context.arm or 'iti-shift'}.json", data)

@@ -8,20 +8,20 @@ steps on a [heads, d_head + 1] parameter tensor, to the same optimum as scikit-l
 """
 from __future__ import annotations
 
-import json
 
 import torch
 import torch.nn.functional as F
 from pydantic import Field, field_validator
 
-from loctest import Component, ComponentSet, Locator, PluginConfig
+from loctest import Component, ComponentSet, DatasetRef, Locator, PluginConfig
 from loctest.errors import UserError
 
-from ..iti_common import PROMPT_HELP, QA_PROMPT, check_prompt, head_activations
+from ..common.head_activations import head_activations
+from ..common.qa import PROMPT_HELP, QA_PROMPT, check_prompt
 
 
 class ProbeHeadsConfig(PluginConfig):
-    dataset: str = Field(..., description="Dataset (in [datasets]) whose correct and incorrect answers train the probes: use a training split.")
+    dataset: DatasetRef = Field(..., description="Dataset (in [datasets]) whose correct and incorrect answers train the probes: use a training split.")
     top_k: int = Field(16, ge=1, description="How many heads to keep (ITI and Wang & Veitch: 16).")
     val_fraction: float = Field(0.2, gt=0, lt=1, description="Share of the dataset's questions held out to rank the probes (ITI: 0.2).")
     c: float = Field(1.0, gt=0, description="Inverse L2 strength, as scikit-learn's C (ITI uses the default 1.0).")
@@ -107,7 +107,7 @@ class ProbeHeads(Locator):
         if n_questions < 2:
             raise UserError(f"probe-heads: dataset {self.config.dataset!r} needs at least 2 questions (train and validation)")
         held_out = question_split(n_questions, self.config.val_fraction, context.rng("probe-heads", self.config.dataset))
-        device = context.backend.device  # fit on the model's device (a GPU fits every probe in milliseconds)
+        device = context.model.device  # fit on the model's device (a GPU fits every probe in milliseconds)
         val = held_out[acts.question].to(device)
         truthful = acts.truthful.to(device)
         per_head = acts.values.to(device).flatten(1, 2).transpose(0, 1)  # [heads, N, d_head]
@@ -123,9 +123,7 @@ class ProbeHeads(Locator):
 
     def _write_accuracies(self, context, accuracy: torch.Tensor, n_train: int, n_val: int) -> None:
         """``probe_heads/ARM.json`` in the run directory: every head's validation accuracy."""
-        folder = context.run_dir / "probe_heads"
-        folder.mkdir(parents=True, exist_ok=True)
         data = {"dataset": self.config.dataset, "train_texts": n_train, "validation_texts": n_val,
                 "validation_accuracy": {f"head:{l}:{h}": round(float(accuracy[l, h]), 6)
                                         for l in range(accuracy.shape[0]) for h in range(accuracy.shape[1])}}
-        (folder / f"{context.arm or 'probe-heads'}.json").write_text(json.dumps(data, indent=1))
+        context.write_output(f"probe_heads/{context.arm or 'probe-heads'}.json", data)

@@ -26,7 +26,7 @@ from loctest.cache import source_fingerprint
 from loctest.errors import UserError
 from loctest.stats import mcnemar
 
-from ..iti_common import check_prompt, qa_prompt
+from ..common.qa import check_prompt, qa_prompt
 
 QA_PRIMER = """Q: What is human life expectancy in the United States?
 A: Human life expectancy in the United States is 78 years.

@@ -11,26 +11,25 @@ Measuring at the answer positions makes every position policy of an edit count (
 attention, "continuation" and "all" directly). ITI averages the same KL over 128-token web texts with the edit
 at every position; TruthfulQA questions stand in for them here.
 
-The unedited distributions are computed once per backend and sample and kept in memory
+The unedited distributions are computed once per model and sample and kept in memory
 (count x answer tokens x vocabulary floats) for every arm.
 """
 from __future__ import annotations
 
-import hashlib
-import weakref
-
 import numpy as np
 from pydantic import Field, field_validator
 
-from loctest import PluginConfig, Scorer, Scores
+from loctest import DatasetRef, PluginConfig, Scorer, Scores
 
-from ..iti_common import PROMPT_HELP, QA_PROMPT, check_prompt, dataset_examples, paired_comparison, qa_prompt
+from ..common.memo import ModelMemo
+from ..common.paired import paired_comparison
+from ..common.qa import PROMPT_HELP, QA_PROMPT, check_prompt, dataset_examples, qa_prompt
 
-_unedited: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_unedited = ModelMemo()
 
 
 class KLConfig(PluginConfig):
-    dataset: str = Field(..., description="Dataset (in [datasets]) of held-out questions (e.g. truthfulqa-mc, test split).")
+    dataset: DatasetRef = Field(..., description="Dataset (in [datasets]) of held-out questions (e.g. truthfulqa-mc, test split).")
     count: int = Field(100, ge=1, description="How many questions to draw (seeded, the same for every arm); all of them if fewer.")
     prompt: str = Field(QA_PROMPT, description=PROMPT_HELP)
 
@@ -52,17 +51,15 @@ class KLDivergence(Scorer):
         examples = [examples[i] for i in chosen]
         prompts = [qa_prompt(self.config.prompt, ex.question) for ex in examples]
         answers = [f" {ex.correct[0]}" for ex in examples]
-        backend = context.backend
-        key = hashlib.sha256("\0".join(prompts + answers).encode()).hexdigest()
-        memo = _unedited.setdefault(backend, {})
-        passes = (key not in memo) + bool(interventions)
+        model = context.model
+        passes = (not _unedited.has(model, prompts + answers)) + bool(interventions)
         with context.progress.task(f"{context.arm}: kl", total=len(prompts) * passes) as advance:
-            if key not in memo:
-                memo[key] = backend.continuation_token_logprobs(prompts, answers, (), advance)
-            edited = backend.continuation_token_logprobs(prompts, answers, interventions, advance) if interventions else memo[key]
-        kl = [float((orig.exp() * (orig - new)).sum(-1).mean()) for orig, new in zip(memo[key], edited)]
+            unedited = _unedited.get(model, prompts + answers,
+                                     lambda: model.continuation_token_logprobs(prompts, answers, (), advance))
+            edited = model.continuation_token_logprobs(prompts, answers, interventions, advance) if interventions else unedited
+        kl = [float((orig.exp() * (orig - new)).sum(-1).mean()) for orig, new in zip(unedited, edited)]
         return Scores(values={"kl": kl}, details={"id": [ex.id for ex in examples]},
-                      note=f"{len(examples)} held-out questions, {sum(len(o) for o in memo[key])} answer positions")
+                      note=f"{len(examples)} held-out questions, {sum(len(o) for o in unedited)} answer positions")
 
     def compare(self, baseline, treatment) -> dict:
         return paired_comparison(baseline, treatment, self.metrics)

@@ -14,13 +14,14 @@ from __future__ import annotations
 import torch
 from pydantic import Field, field_validator
 
-from loctest import PluginConfig, Scorer, Scores
+from loctest import DatasetRef, PluginConfig, Scorer, Scores
 
-from ..iti_common import PROMPT_HELP, QA_PROMPT, check_prompt, dataset_examples, paired_comparison, qa_prompt
+from ..common.paired import paired_comparison
+from ..common.qa import PROMPT_HELP, QA_PROMPT, check_prompt, dataset_examples, qa_prompt
 
 
 class MCConfig(PluginConfig):
-    dataset: str = Field(..., description="Dataset (in [datasets]) of questions with correct and incorrect answers (e.g. truthfulqa-mc, test split).")
+    dataset: DatasetRef = Field(..., description="Dataset (in [datasets]) of questions with correct and incorrect answers (e.g. truthfulqa-mc, test split).")
     prompt: str = Field(QA_PROMPT, description=PROMPT_HELP)
 
     _prompt = field_validator("prompt")(check_prompt)
@@ -49,7 +50,7 @@ class MultipleChoice(Scorer):
                 prompts.append(qa_prompt(self.config.prompt, ex.question))
                 answers.append(f" {answer}")
         with context.progress.task(f"{context.arm}: mc", total=len(prompts)) as advance:
-            logprobs = context.backend.continuation_logprobs(prompts, answers, interventions, progress=advance)
+            logprobs = context.model.continuation_logprobs(prompts, answers, interventions, progress=advance)
         mc1, mc2, true_lp, false_lp = [], [], [], []
         start = 0
         for ex in examples:
