@@ -20,7 +20,7 @@ from safetensors.torch import load_file
 import loctest
 from loctest import ComponentSet, Example, interventions
 from loctest_plugins.datasets.truthfulqa import TruthfulQABinary
-from loctest_plugins.scorers.binary_choice import BinaryChoiceConfig, binary_prompts
+from loctest_plugins.common.binary_prompts import BinaryPromptConfig, binary_prompts
 from loctest_plugins.truth_neurons.ig import integrated_gradients, label_objective
 
 from conftest import BACKENDS, TINY_MODELS, cached_backend
@@ -194,7 +194,7 @@ def test_integrated_gradients_agree(model):
     found = {}
     for name in BACKENDS:
         backend = cached_backend(name, model)
-        prompt = binary_prompts(backend, BinaryChoiceConfig(system_prompt="", user_prompt=SHORT_PROMPT), [QUESTION])[1]
+        prompt = binary_prompts(backend, BinaryPromptConfig(system_prompt="", user_prompt=SHORT_PROMPT), [QUESTION])[1]
         labels = [[backend.answer_token_ids(t) for t in pair] for pair in (("B", "b"), ("A", "a"))]
         sites = [("mlp", 0), ("attn", 0), ("mlp", 1), ("attn", 1)]
         found[name], info = integrated_gradients(backend, prompt, label_objective(labels), sites, steps=5)
