@@ -57,6 +57,10 @@ class RunContext:
             self._loaded[name] = self.datasets[name]()
         return self._loaded[name]
 
+    def loaded_datasets(self) -> dict[str, list[Example]]:
+        """The datasets read so far, by name (``results.json`` lists their examples)."""
+        return dict(self._loaded)
+
     def rng(self, *keys) -> np.random.Generator:
         digest = hashlib.sha256(repr((self.seed, *keys)).encode()).digest()
         return np.random.default_rng(int.from_bytes(digest[:8], "little"))

@@ -25,7 +25,7 @@ from .context import RunContext
 from .errors import RecipeError, UserError
 from .interventions import Intervention, Site
 from .model import Model
-from .models import CAVEATS, load_model
+from .models import load_model, model_caveat
 from .plugin_manager import PluginHost, create_host
 from .progress import Progress
 from .recipe import ArmSpec, Comparison, DatasetSelection, Recipe, apply_overrides, read_recipe, validate
@@ -307,9 +307,9 @@ class Run:
         for name, spec in self.recipe.scorers.items():
             key = cache_key(self.model_key, arm, components.names(), editor.identity if editor else None,
                             spec.identity, self.dataset_keys)
-            scores[name] = self.stage(f"score:{arm}:{name}", functools.partial(spec.instance.score, self.context,
-                                                                              interventions),
-                                      f"scorers.{name}", spec.plugin, Cached("scores", key, asdict, lambda d: Scores(**d)))
+            work = functools.partial(spec.instance.score, self.context, interventions)
+            scores[name] = self.stage(f"score:{arm}:{name}", work, f"scorers.{name}", spec.plugin,
+                                      Cached("scores", key, asdict, lambda stored: Scores(**stored)))
         return scores
 
     def compare(self, comparison: Comparison) -> dict:
@@ -332,6 +332,7 @@ class Run:
     def results(self, comparisons: list[dict]) -> RunResults:
         """What the run produced; ``data`` is the content of ``results.json``."""
         recipe, context, model = self.recipe, self.context, self.context.model
+        loaded = context.loaded_datasets()
         data = {
             "loctest_version": __version__,
             "recipe_file": str(recipe.path),
@@ -346,10 +347,9 @@ class Run:
             },
             "seed": recipe.run.seed,
             "versions": versions(),
-            "model": {"name": recipe.model.name, "caveat": CAVEATS.get(recipe.model.name),
+            "model": {"name": recipe.model.name, "init": recipe.model.init, "caveat": model_caveat(recipe.model),
                       "device": str(model.device), "dtype": recipe.model.dtype, **vars(model.shape)},
-            "datasets": {n: {"n": len(context.dataset(n)), "ids": [e.id for e in context.dataset(n)]}
-                         for n in recipe.datasets if n in context._loaded},
+            "datasets": {n: {"n": len(loaded[n]), "ids": [e.id for e in loaded[n]]} for n in recipe.datasets if n in loaded},
             "scorer_metrics": {n: {"higher_is_better": s.cls.higher_is_better, "cost": list(s.cls.cost_metrics)}
                                for n, s in recipe.scorers.items()},
             "arms": self.arms,
