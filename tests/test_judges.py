@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import http.server
 import json
-import re
 import threading
-import tomllib
 
 import numpy as np
 import pytest
 import torch
+from pydantic import ValidationError
 
 import loctest
 from loctest import Example, RunContext, Scores, interventions
@@ -27,7 +26,7 @@ from loctest_plugins.judges.openai_compatible import OpenAIJudge
 from loctest_plugins.judges.train_offline import TrainConfig, agreement, fit, reference_sets, split_pairs
 from loctest_plugins.scorers.info_truth import InfoTruth, product_permutation
 
-from conftest import cached_backend, plugin_host, tiny_recipe
+from conftest import cached_model, plugin_host, tiny_recipe
 
 PARIS = Example("paris", "What is the capital of France?", ("Paris is the capital of France",),
                 ("Lyon is the capital of France",))
@@ -246,19 +245,20 @@ judge_config = {{ truth_model = "t", info_model = "i", {setting} }}
 """
 
 
-@pytest.mark.parametrize("setting, message", [
-    ('api_key_env = "AWS_SECRET_ACCESS_KEY"', "api_key_env is no longer a setting: the API key comes only from the "
-                                              "environment variable LOCTEST_JUDGE_API_KEY"),
-    ('base_url = "file:///etc/passwd"', "base_url: expected an http:// or https:// URL"),
+@pytest.mark.parametrize("setting, problem", [
+    ('api_key_env = "AWS_SECRET_ACCESS_KEY"', "scorers.gen.judge_config: api_key_env is no longer a setting: the API "
+                                              "key comes only from the environment variable LOCTEST_JUDGE_API_KEY"),
+    ('base_url = "file:///etc/passwd"', "scorers.gen.judge_config.base_url: expected an http:// or https:// URL"),
 ])
-def test_recipe_validation_checks_the_judge_settings(tmp_path, setting, message):
+def test_recipe_validation_checks_the_judge_settings(tmp_path, setting, problem):
+    """``judge`` is a PluginRef whose settings field is ``judge_config``: validation checks both, no weights load."""
+    path = tiny_recipe(tmp_path, JUDGED_RECIPE.format(setting=setting))
     with pytest.raises(UserError) as err:
-        prepare(tiny_recipe(tmp_path, JUDGED_RECIPE.format(setting=setting)))
-    (problem,) = err.value.problems
-    assert "scorers.gen.judge_config: " in problem and message in problem and "(judge 'openai-judge')" in problem
-    with pytest.raises(UserError, match=re.escape(message)):  # outside a recipe: when the scorer builds its judge
-        InfoTruth({"dataset": "qa", "judge": "openai-judge", "judge_config": {
-            "truth_model": "t", "info_model": "i", **tomllib.loads(setting)}}).score(context(), [])
+        prepare(path)
+    assert len(err.value.problems) == 1 and err.value.problems[0].startswith(f"{path}: {problem}")
+    with pytest.raises(UserError) as err:
+        prepare(path, {"scorers.gen.judge": "ofline"})
+    assert err.value.problems[0].startswith(f"{path}: scorers.gen.judge: unknown judge 'ofline': did you mean 'offline'?")
 
 
 # -- info-truth -------------------------------------------------------------------------------------------
@@ -267,14 +267,14 @@ QA = [PARIS, Example("sky", "What colour is the sky?", ("The sky is blue",), ("T
 
 
 def context(arm="a"):
-    return RunContext(cached_backend("transformer-lens"), 0, None, None, Progress(enabled=False),
+    return RunContext(cached_model("transformer-lens"), 0, None, None, Progress(enabled=False),
                       datasets={"qa": lambda: QA}, arm=arm, plugins=plugin_host())
 
 
 def test_info_truth_generates_with_the_interventions_and_judges_every_answer():
     scorer = InfoTruth({"dataset": "qa", "max_new_tokens": 4, "prompt": "Q: {question}\nA:"})
     plain = scorer.score(context(), [])
-    backend = context().backend
+    backend = context().model
     prompts = [f"Q: {ex.question}\nA:" for ex in QA]
     assert plain.details["answer"] == [t.split("\n")[0].strip() for t in backend.generate(prompts, 4)]
     verdicts = OfflineJudge().judge([ex.question for ex in QA], plain.details["answer"], QA)
@@ -293,7 +293,7 @@ def test_info_truth_generates_with_the_interventions_and_judges_every_answer():
 def test_info_truth_rejects_a_bad_judge_before_generating():
     with pytest.raises(UserError, match="unknown judge 'ofline'.*'offline'"):
         InfoTruth({"dataset": "qa", "judge": "ofline"}).score(context(), [])
-    with pytest.raises(UserError, match="judge_config: api: .*openai-judge"):
+    with pytest.raises(ValidationError, match="api"):
         InfoTruth({"dataset": "qa", "judge": "openai-judge",
                    "judge_config": {"truth_model": "t", "info_model": "i", "api": "fax"}}).score(context(), [])
 

@@ -6,8 +6,9 @@ import json
 import numpy as np
 import pytest
 import torch
+from pydantic import ValidationError
 
-from conftest import SHARED_DATA, cached_backend
+from conftest import SHARED_DATA, cached_model
 from loctest import Example, RunContext, Scores
 from loctest.errors import UserError
 from loctest.progress import Progress
@@ -94,14 +95,14 @@ def test_mmlu_prompt_is_the_standard_one():
 
 
 def context_for(backend, tmp_path, **datasets) -> RunContext:
-    return RunContext(backend=backend, seed=0, run_dir=tmp_path, cache_dir=tmp_path / "cache",
+    return RunContext(model=backend, seed=0, run_dir=tmp_path, cache_dir=tmp_path / "cache",
                       progress=Progress(None, enabled=False), datasets={k: (lambda v=v: v) for k, v in datasets.items()},
                       arm="baseline")
 
 
 @pytest.mark.parametrize("chat", [True, False])
 def test_mmlu_scorer_takes_the_argmax_over_label_tokens(tmp_path, chat):
-    backend = cached_backend("transformer-lens", "tiny-llama")
+    backend = cached_model("transformer-lens", "tiny-llama")
     examples = MMLU({"subjects": ["virology"]}).load()[:6]
     scorer = MMLUScorer({"chat": chat})
     scores = scorer.score(context_for(backend, tmp_path, mmlu=examples), [])
@@ -121,10 +122,10 @@ def test_mmlu_scorer_takes_the_argmax_over_label_tokens(tmp_path, chat):
 
 
 def test_mmlu_shots_need_a_shots_dataset(tmp_path):
-    backend = cached_backend("transformer-lens", "tiny-llama")
+    backend = cached_model("transformer-lens", "tiny-llama")
     examples = MMLU({"subjects": ["virology"]}).load()[:2]
-    with pytest.raises(UserError, match="shots_dataset"):
-        MMLUScorer({"shots": 2}).score(context_for(backend, tmp_path, mmlu=examples), [])
+    with pytest.raises(ValidationError, match="shots = 2 needs shots_dataset"):  # recipe validation reports it
+        MMLUScorer({"shots": 2})
     dev = MMLU({"subjects": ["virology"], "subset": "dev"}).load()
     scorer = MMLUScorer({"shots": 5, "shots_dataset": "dev"})
     solved = scorer.solved_examples(context_for(backend, tmp_path, mmlu=examples, dev=dev[::-1]), {"virology"})

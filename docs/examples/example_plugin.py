@@ -17,13 +17,14 @@ import numpy as np
 import torch
 from pydantic import Field
 
-from loctest import Component, ComponentSet, Editor, Locator, PluginConfig, Scorer, Scores, hookimpl, interventions
+from loctest import (Component, ComponentSet, DatasetRef, Editor, Locator, PluginConfig, Scorer, Scores, hookimpl,
+                     interventions)
 from loctest.errors import UserError
 
 
 # -- a locator -------------------------------------------------------------------------------------------------
 class TopActivationConfig(PluginConfig):
-    dataset: str = Field("truthfulqa", description="Dataset (from the recipe's [datasets]) whose questions are run.")
+    dataset: DatasetRef = Field("truthfulqa", description="Dataset (from the recipe's [datasets]) whose questions are run.")
     count: int = Field(100, ge=1, description="How many MLP neurons to return.")
     layers: list[int] | None = Field(None, description="Layers to search (default: all).")
 
@@ -40,10 +41,10 @@ class TopActivation(Locator):
             raise UserError(f"top-activation: layers must lie in 0..{shape.n_layers - 1}, got {layers}")
         if self.config.count > shape.d_mlp * len(layers):
             raise UserError(f"top-activation: count {self.config.count} exceeds the {shape.d_mlp * len(layers)} neurons searched")
-        prompts = [context.backend.chat_prompt(ex.question) for ex in context.dataset(self.config.dataset)]
+        prompts = [context.model.chat_prompt(ex.question) for ex in context.dataset(self.config.dataset)]
         sites = [("mlp", layer) for layer in layers]
         with context.progress.task(f"{context.arm}: top-activation", total=len(prompts)) as advance:
-            activations = context.backend.capture_last(prompts, sites, progress=advance)  # {site: [N, d_mlp]}
+            activations = context.model.capture_last(prompts, sites, progress=advance)  # {site: [N, d_mlp]}
         strength = torch.stack([activations[site].abs().mean(0) for site in sites])  # [layers, d_mlp]
         top = torch.topk(strength.flatten(), self.config.count).indices.tolist()
         return ComponentSet(Component("mlp", layers[i // shape.d_mlp], i % shape.d_mlp) for i in top)
@@ -67,7 +68,7 @@ class ScaleActivations(Editor):
 
 # -- a scorer --------------------------------------------------------------------------------------------------
 class AnswerMarginConfig(PluginConfig):
-    dataset: str = Field("truthfulqa", description="Dataset (from the recipe's [datasets]) to score.")
+    dataset: DatasetRef = Field("truthfulqa", description="Dataset (from the recipe's [datasets]) to score.")
     repetitions: int = Field(5, ge=1, description="Repetitions, each drawing one correct and one incorrect answer per question.")
     system_prompt: str | None = Field(None, description="System message of the chat prompt (none by default).")
 
@@ -83,9 +84,9 @@ class AnswerMargin(Scorer):
         examples = context.dataset(self.config.dataset)
         # every answer of every question is scored once; repetitions only draw among them
         pairs = [(i, answer) for i, ex in enumerate(examples) for answer in ex.correct + ex.incorrect]
-        prompts = [context.backend.chat_prompt(ex.question, self.config.system_prompt) for ex in examples]
+        prompts = [context.model.chat_prompt(ex.question, self.config.system_prompt) for ex in examples]
         with context.progress.task(f"{context.arm}: answer margin", total=len(pairs)) as advance:
-            logprobs = context.backend.continuation_logprobs([prompts[i] for i, _ in pairs], [a for _, a in pairs],
+            logprobs = context.model.continuation_logprobs([prompts[i] for i, _ in pairs], [a for _, a in pairs],
                                                              interventions, progress=advance).tolist()
         per_example: list[tuple[list[float], list[float]]] = []  # (correct answers', incorrect answers' log-probs)
         start = 0

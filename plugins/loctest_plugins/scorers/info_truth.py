@@ -18,12 +18,10 @@ test (answers swapped between the arms per question) for ``truth_info``.
 from __future__ import annotations
 
 import numpy as np
-from pydantic import Field, ValidationError, ValidationInfo, field_validator
-from pydantic_core import PydanticCustomError
+from pydantic import Field, field_validator
 
-from loctest import PluginConfig, Scorer, Scores
+from loctest import DatasetRef, PluginConfig, PluginRef, Scorer, Scores
 from loctest.cache import source_fingerprint
-from loctest.errors import UserError
 from loctest.stats import mcnemar
 
 from ..common.qa import check_prompt, qa_prompt
@@ -53,36 +51,14 @@ PERMUTATIONS = 10_000
 
 
 class InfoTruthConfig(PluginConfig):
-    dataset: str = Field(..., description="Dataset (in [datasets]) of questions to answer (e.g. truthfulqa-mc, test split).")
+    dataset: DatasetRef = Field(..., description="Dataset (in [datasets]) of questions to answer (e.g. truthfulqa-mc, test split).")
     max_new_tokens: int = Field(50, ge=1, description="Most tokens generated per answer (ITI: 50).")
     prompt: str = Field(QA_PRIMER, description="Generation prompt with {question} (default: TruthfulQA's QA primer).")
-    judge: str = Field("offline", description="Judge plugin name: 'offline', 'hf-judge', 'openai-judge' or your own.")
+    judge: PluginRef("judge", settings="judge_config") = Field(
+        "offline", description="Judge plugin name: 'offline', 'hf-judge', 'openai-judge' or your own.")
     judge_config: dict = Field(default_factory=dict, description="The judge's settings (see `loctest plugins`).")
 
     _prompt = field_validator("prompt")(check_prompt)
-
-    @field_validator("judge_config")
-    @classmethod
-    def _judge_settings(cls, settings: dict, info: ValidationInfo) -> dict:
-        """Checked against the judge's Config when a plugin host is at hand (recipe validation)."""
-        host = (info.context or {}).get("plugins")
-        judge = info.data.get("judge")
-        if host is not None and judge in host.registry("judge"):
-            problem = judge_settings_problem(host.registry("judge").get(judge), settings)
-            if problem:
-                raise PydanticCustomError("judge_config", "{problem}", {"problem": f"{problem} (judge {judge!r})"})
-        return settings
-
-
-def judge_settings_problem(judge: type, settings: dict) -> str | None:
-    """The first problem of a judge's settings, as 'KEY: message' (or the message alone), or None."""
-    try:
-        judge.Config(**settings)
-    except ValidationError as err:
-        first = err.errors()[0]
-        key, message = ".".join(str(p) for p in first["loc"]), first["msg"].removeprefix("Value error, ")
-        return f"{key}: {message}" if key else message
-    return None
 
 
 def first_line(text: str) -> str:
@@ -115,34 +91,21 @@ class InfoTruth(Scorer):
     @classmethod
     def fingerprint(cls, config, plugins) -> list:
         """Scores depend on the judge: its code and what it reads (e.g. the offline judge's weights)."""
-        judges = plugins.registry("judge") if plugins is not None else None
-        if judges is None or config.judge not in judges:
-            return []  # score() reports the unknown judge
-        judge = judges.get(config.judge)
-        try:
-            judge_config = judge.Config(**config.judge_config)
-        except ValidationError:
-            return []  # score() reports the bad setting
-        return [source_fingerprint(judge), judge.fingerprint(judge_config, plugins)]
+        judge = plugins.registry("judge").get(config.judge)
+        return [source_fingerprint(judge), judge.fingerprint(judge.Config(**config.judge_config), plugins)]
 
     def build_judge(self, context):
         from loctest.plugin_manager import create_host
 
         host = context.plugins or create_host()
-        cls = host.registry("judge").get(self.config.judge)
-        problem = judge_settings_problem(cls, self.config.judge_config)
-        if problem:
-            raise UserError(f"info-truth: judge_config: {problem} (judge {self.config.judge!r})")
-        return cls(self.config.judge_config)
+        return host.registry("judge").get(self.config.judge)(self.config.judge_config)
 
     def score(self, context, interventions) -> Scores:
         judge = self.build_judge(context)  # fail on a bad judge before generating anything
-        if self.config.dataset not in context.datasets:
-            raise UserError(f"info-truth: dataset: no dataset {self.config.dataset!r} in [datasets]")
         examples = context.dataset(self.config.dataset)
         prompts = [qa_prompt(self.config.prompt, ex.question) for ex in examples]
         with context.progress.task(f"{context.arm}: generating answers", total=len(prompts)) as advance:
-            texts = context.backend.generate(prompts, self.config.max_new_tokens, interventions, progress=advance)
+            texts = context.model.generate(prompts, self.config.max_new_tokens, interventions, progress=advance)
         answers = [first_line(t) for t in texts]
         questions = [ex.question for ex in examples]
         verdicts = []

@@ -14,9 +14,9 @@ import re
 import string
 
 import torch
-from pydantic import Field
+from pydantic import Field, model_validator
 
-from loctest import PluginConfig, Scorer, Scores
+from loctest import DatasetRef, PluginConfig, Scorer, Scores
 from loctest.errors import UserError
 from loctest.stats import mcnemar
 
@@ -26,15 +26,21 @@ LABELS = string.ascii_uppercase
 
 
 class MMLUScorerConfig(PluginConfig):
-    dataset: str = Field("mmlu", description="Name of a multiple-choice dataset in the recipe's [datasets] "
-                                             "(examples with 'choices', such as the 'mmlu' plugin's).")
+    dataset: DatasetRef = Field("mmlu", description="Name of a multiple-choice dataset in the recipe's [datasets] "
+                                                    "(examples with 'choices', such as the 'mmlu' plugin's).")
     shots: int = Field(0, ge=0, description="Solved examples before each question (k-shot; 0: zero-shot).")
-    shots_dataset: str | None = Field(None, description="Recipe dataset holding the solved examples, taken per "
-                                                        "subject in id order (an 'mmlu' dataset with subset = "
-                                                        "'dev'); required when shots > 0.")
+    shots_dataset: DatasetRef | None = Field(None, description="Recipe dataset holding the solved examples, taken "
+                                                               "per subject in id order (an 'mmlu' dataset with "
+                                                               "subset = 'dev'); required when shots > 0.")
     chat: bool = Field(True, description="Put the prompt in the chat template under system_prompt (the paper's "
                                          "setup); false: the raw text, as in the original MMLU harness.")
     system_prompt: str = Field(SYSTEM_PROMPT, description="System message when chat is on (the paper's Figure 8).")
+
+    @model_validator(mode="after")
+    def _shots_need_examples(self):
+        if self.shots and self.shots_dataset is None:
+            raise ValueError(f"shots = {self.shots} needs shots_dataset naming a dataset in [datasets]")
+        return self
 
 
 def format_question(example) -> str:
@@ -49,10 +55,10 @@ def mmlu_prompt(example, shots=()) -> str:
     return f"The following are multiple choice questions (with answers){about}.\n\n{solved}{format_question(example)}"
 
 
-def raw_label_token(backend, label: str) -> int:
+def raw_label_token(model, label: str) -> int:
     """The token carrying " {label}" after raw text: the last token of its encoding (BPE: one token " A";
     byte-level or sentencepiece tokenizers may put a bare space first)."""
-    return backend.tokenize([f" {label}"], special=False)[0][-1]
+    return model.tokenize([f" {label}"], special=False)[0][-1]
 
 
 def natural_key(text: str) -> list:
@@ -72,19 +78,19 @@ class MMLUScorer(Scorer):
             if not 2 <= len(e.choices) <= len(LABELS) or not 0 <= e.answer < len(e.choices):
                 raise UserError(f"mmlu scorer: dataset {self.config.dataset!r}, example {e.id!r} has no options with "
                                 "an answer index: use a multiple-choice dataset such as 'mmlu'")
-        backend = context.backend
-        chat = self.config.chat and backend.uses_chat_template
+        model = context.model
+        chat = self.config.chat and model.uses_chat_template
         shots = self.solved_examples(context, {e.category for e in examples})
         prompts = [mmlu_prompt(e, shots.get(e.category, ())) for e in examples]
         if chat:
-            prompts = [backend.chat_prompt(p, self.config.system_prompt or None) for p in prompts]
+            prompts = [model.chat_prompt(p, self.config.system_prompt or None) for p in prompts]
         width = max(len(e.choices) for e in examples)
         labels = LABELS[:width]
-        ids = [backend.answer_token_ids(l) if chat else raw_label_token(backend, l) for l in labels]
+        ids = [model.answer_token_ids(l) if chat else raw_label_token(model, l) for l in labels]
         if len(set(ids)) < width:
             raise UserError(f"mmlu scorer: the labels {', '.join(labels)} do not start with distinct tokens for this tokenizer")
         with context.progress.task(f"{context.arm}: MMLU", total=len(prompts)) as advance:
-            probs = backend.next_token_logprobs(prompts, interventions, token_ids=ids, progress=advance).exp()
+            probs = model.next_token_logprobs(prompts, interventions, token_ids=ids, progress=advance).exp()
         n_choices = torch.tensor([len(e.choices) for e in examples])
         probs = probs.masked_fill(torch.arange(width)[None, :] >= n_choices[:, None], 0.0)
         chosen = probs.argmax(-1)
@@ -103,9 +109,6 @@ class MMLUScorer(Scorer):
         if self.config.shots == 0:
             return {}
         name = self.config.shots_dataset
-        if name is None or name not in context.datasets:
-            raise UserError(f"mmlu scorer: shots = {self.config.shots} needs shots_dataset naming a dataset in "
-                            f"[datasets] (got {name!r})")
         pool: dict[str, list] = {}
         for e in sorted(context.dataset(name), key=lambda e: natural_key(e.id)):
             pool.setdefault(e.category, []).append(e)
