@@ -93,7 +93,7 @@ def test_misspelled_plugin_config_key(tmp_path):
 @pytest.mark.parametrize("override, message", [
     ({"arms.rand.locator.count": '"ten"'}, "Input should be a valid integer, unable to parse string as an integer (got 'ten')"),
     ({"arms.rand.locator.count": "0"}, "Input should be greater than or equal to 1 (got 0)"),
-    ({"arms.rand.locator.kind": "neuron"}, "Input should be 'mlp', 'head' or 'attn' (got 'neuron')"),
+    ({"arms.rand.locator.kind": "neuron"}, "Input should be 'mlp', 'head', 'attn' or 'resid' (got 'neuron')"),
     ({"arms.rand.locator.layers": '[0, "x"]'}, "Input should be a valid integer, unable to parse string as an integer (got 'x')"),
 ])
 def test_wrong_types_name_expected_and_got(tmp_path, override, message):
@@ -164,11 +164,12 @@ def test_comparisons_reference_arms_and_metrics(tmp_path):
 def test_bad_component_names(tmp_path):
     text = BASE.replace("[arms.baseline]", '[arms.baseline]\ncomponents = ["mlp:1:2", "mlp:x", "head:1", "attn:0:1:2"]')
     assert problems(tmp_path, text) == [
-        "arms.baseline.components[1]: bad component name 'mlp:x': expected 'mlp:LAYER:NEURON', 'head:LAYER:HEAD' or 'attn:LAYER:HEAD:DIM'",
-        "arms.baseline.components[2]: bad component name 'head:1': expected 'mlp:LAYER:NEURON', 'head:LAYER:HEAD' or 'attn:LAYER:HEAD:DIM'",
+        "arms.baseline.components[1]: bad component name 'mlp:x': expected 'mlp:LAYER:NEURON', 'head:LAYER:HEAD', 'attn:LAYER:HEAD:DIM' or 'resid:LAYER'",
+        "arms.baseline.components[2]: bad component name 'head:1': expected 'mlp:LAYER:NEURON', 'head:LAYER:HEAD', 'attn:LAYER:HEAD:DIM' or 'resid:LAYER'",
     ]
     assert problems(tmp_path, BASE.replace("[arms.baseline]", "[arms.baseline]\ncomponents = []")) == [
-        "arms.baseline.components: expected a non-empty list of component names like 'mlp:3:17', 'head:5:2', 'attn:5:2:7'"]
+        "arms.baseline.components: expected a non-empty list of component names like 'mlp:3:17', 'head:5:2', "
+        "'attn:5:2:7', 'resid:4'"]
 
 
 def test_components_from_a_json_file_of_an_earlier_run(tmp_path):

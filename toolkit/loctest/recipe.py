@@ -482,7 +482,8 @@ def _components(problems: _Problems, key: str, value: Any, path: Path) -> list[s
             problems.add(key, f"{file}: expected a JSON list of components ({err})")
             return None
     if not isinstance(value, list) or not value:
-        problems.add(key, "expected a non-empty list of component names like 'mlp:3:17', 'head:5:2', 'attn:5:2:7'")
+        problems.add(key, "expected a non-empty list of component names like 'mlp:3:17', 'head:5:2', 'attn:5:2:7', "
+                          "'resid:4'")
         return None
     names = []
     for i, item in enumerate(value):
