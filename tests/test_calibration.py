@@ -31,7 +31,7 @@ from loctest_plugins.editors.zero_ablation import ZeroAblation
 from loctest_plugins.locators.random import RandomLocator
 from loctest_plugins.scorers.binary_choice import BinaryChoice
 
-from conftest import cached_backend
+from conftest import cached_model
 
 SEEDS = 200
 DRAWS = 4  # random draws per arm when draws are the unit
@@ -41,8 +41,8 @@ EXAMPLES = [Example(f"q{i}", f"Is the {WORDS[i % 10]} {WORDS[(3 * i + 1) % 10]}?
                     (f"Yes, {WORDS[(i + 5) % 10]}.",)) for i in range(16)]
 
 
-class MemoisedBackend:
-    """The backend with ``next_token_logprobs`` memoised on (prompts, tokens, what each intervention does to a
+class MemoisedModel:
+    """The model with ``next_token_logprobs`` memoised on (prompts, tokens, what each intervention does to a
     probe activation): a repeated head set costs no forward pass."""
 
     def __init__(self, backend):
@@ -65,7 +65,7 @@ class MemoisedBackend:
 def random_arm_values() -> dict[tuple, list[float]]:
     """Per (seed, arm, draw): the metric's per-repetition values of two random heads zero-ablated; and per
     (seed, "a", 0, "reordered"): the same heads scored under independent answer orders (another run seed)."""
-    backend = MemoisedBackend(cached_backend("transformer-lens"))
+    backend = MemoisedModel(cached_model("transformer-lens"))
     scorer = BinaryChoice({"dataset": "qa", "repetitions": 10, "system_prompt": "",
                            "user_prompt": "{question} A: {answer_a} B: {answer_b}"})
 

@@ -133,8 +133,8 @@ def test_second_run_loads_the_cached_edit_without_training(tmp_path, monkeypatch
     second = IpoLora(FAST).interventions(ctx, HEADS)
     spec = json.loads((ctx.run_dir / "edits" / "edit.json").read_text())
     assert spec["source"].startswith("cache: ")
-    batch = ctx.backend.encode(["Is the sky green?"], [" No."])
-    torch.testing.assert_close(ctx.backend.run(batch, first).logits, ctx.backend.run(batch, second).logits)
+    batch = ctx.model.encode(["Is the sky green?"], [" No."])
+    torch.testing.assert_close(ctx.model.run(batch, first).logits, ctx.model.run(batch, second).logits)
 
 
 def test_load_reuses_a_saved_edit_and_checks_it_fits(tmp_path):
@@ -144,8 +144,8 @@ def test_load_reuses_a_saved_edit_and_checks_it_fits(tmp_path):
     other = context(tmp_path / "other", arm="reuse")
     loaded = IpoLora({"load": str(saved)}).interventions(other, HEADS)
     assert json.loads((other.run_dir / "edits" / "reuse.json").read_text())["source"] == f"load: {saved}"
-    batch = ctx.backend.encode(["Do cats bark?"], [" Yes."])
-    torch.testing.assert_close(ctx.backend.run(batch, trained_edit).logits, ctx.backend.run(batch, loaded).logits)
+    batch = ctx.model.encode(["Do cats bark?"], [" Yes."])
+    torch.testing.assert_close(ctx.model.run(batch, trained_edit).logits, ctx.model.run(batch, loaded).logits)
     with pytest.raises(UserError, match="components"):
         IpoLora({"load": str(saved)}).interventions(other, ComponentSet(["head:0:1"]))
     with pytest.raises(UserError, match="no saved edit"):

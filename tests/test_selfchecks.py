@@ -23,8 +23,10 @@ CLASSES = {"transformer-lens": TransformerLensBackend, "nnsight": NNsightBackend
 
 
 def sabotaged(backend_name: str, sabotage: str):
-    """A fresh tiny-llama backend whose fast path ``sabotage`` is broken the way an upstream change could break it."""
-    backend = make_model(backend_name)
+    """A fresh tiny-llama model whose backend's fast path ``sabotage`` is broken the way an upstream change could
+    break it."""
+    model = make_model(backend_name)
+    backend = model.backend
     honest_run, honest_prefill = backend.run, backend.prefill
 
     def run(batch: Batch, interventions=(), capture=(), grad=False):
@@ -50,7 +52,7 @@ def sabotaged(backend_name: str, sabotage: str):
     backend.run = run
     if sabotage == "empty-prefill":
         backend.prefill = prefill
-    return backend
+    return model
 
 
 def check_outcomes(backend) -> dict[str, tuple[int, str]]:
