@@ -65,10 +65,10 @@ class HFJudge(Judge):
 
     def __init__(self, config=None):
         super().__init__(config)
-        self._loaded: dict[str, tuple] = {}
+        self._models: dict[str, tuple] = {}
 
     def _load(self, name: str):
-        if name not in self._loaded:
+        if name not in self._models:
             from transformers import AutoModelForCausalLM, AutoTokenizer
 
             try:
@@ -76,8 +76,8 @@ class HFJudge(Judge):
                 model = AutoModelForCausalLM.from_pretrained(name, torch_dtype=getattr(torch, self.config.dtype))
             except OSError as err:
                 raise UserError(f"hf-judge: cannot load judge model {name!r}: {str(err).splitlines()[0]}") from None
-            self._loaded[name] = (model.to(self.config.device).eval(), tokenizer)
-        return self._loaded[name]
+            self._models[name] = (model.to(self.config.device).eval(), tokenizer)
+        return self._models[name]
 
     def judge(self, questions: list[str], answers: list[str], references: list[Example] | None = None) -> list[Verdict]:
         truth, info = (yes_probabilities(*self._load(model), judge_prompts(template, questions, answers),
