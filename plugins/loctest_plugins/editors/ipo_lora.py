@@ -72,7 +72,7 @@ class IpoLora(Editor):
 
     @classmethod
     def fingerprint(cls, config, plugins) -> list:
-        """A loaded edit's files decide the results."""
+        """The files of an edit given by `load` decide the results."""
         if not config.load:
             return []
         return [file_digest(*edit_paths(Path(config.load).expanduser()))]
@@ -81,14 +81,14 @@ class IpoLora(Editor):
         if not len(components):
             raise UserError(f"arms.{context.arm}: ipo-lora needs at least one component; the arm has none")
         if self.config.load:
-            edit, spec = self.loaded(context, components)
+            edit, spec = self.saved_edit(context, components)
             source = f"load: {self.config.load}"
         else:
             edit, spec, source = self.trained(context, components)
         save_edit(edit, spec | {"source": source, "arm": context.arm}, f"edits/{context.arm}", context.write_output)
         return edit.interventions(self.config.positions)
 
-    def loaded(self, context, components: ComponentSet) -> tuple[RankOneEdit, dict]:
+    def saved_edit(self, context, components: ComponentSet) -> tuple[RankOneEdit, dict]:
         edit, spec = load_edit(self.config.load, context.model.device)
         problems = {
             "model shape": (spec["model"]["shape"], vars(context.shape)),
