@@ -19,8 +19,8 @@ from safetensors.torch import load_file
 
 import loctest
 from loctest import ComponentSet, Example, interventions
-from loctest_plugins.datasets.truthfulqa import TruthfulQABinary
 from loctest_plugins.common.binary_prompts import BinaryPromptConfig, binary_prompts
+from loctest_plugins.datasets.truthfulqa import TruthfulQABinary
 from loctest_plugins.truth_neurons.ig import integrated_gradients, label_objective
 
 from conftest import BACKENDS, TINY_MODELS, cached_backend
