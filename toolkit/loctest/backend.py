@@ -86,7 +86,8 @@ def apply_interventions(activation: torch.Tensor, interventions: Sequence[Interv
     """Apply a site's interventions, in order, at the positions each selects. ``activation`` is [B, P, width]."""
     for iv in interventions:
         where = batch.position_mask(iv.positions).unsqueeze(-1)
-        activation = torch.where(where, iv.transform(activation), activation)
+        edited = iv.transform(activation, batch) if iv.with_batch else iv.transform(activation)
+        activation = torch.where(where, edited, activation)
     return activation
 
 

@@ -48,6 +48,13 @@ class Locator(Plugin):
 class Editor(Plugin):
     """Turns components into interventions. Implement :meth:`interventions`."""
 
+    @classmethod
+    def refusal(cls, config: PluginConfig, kinds: set[str]) -> str | None:
+        """Why an editor with ``config`` cannot edit components of these kinds ("mlp", "head", "attn", "resid"),
+        or None. ``loctest validate`` asks it about an arm's listed components; located components are known
+        only at run time, where the editor raises a UserError with the same reason."""
+        return None
+
     def interventions(self, context: RunContext, components: ComponentSet) -> list[Intervention]:
         raise NotImplementedError
 

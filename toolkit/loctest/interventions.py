@@ -1,13 +1,18 @@
 """Interventions: what an editor asks a backend to do to activations at one site.
 
-A *site* is one activation tensor, ``("mlp", layer)`` (width d_mlp) or ``("attn", layer)`` (width
-n_heads * d_head, heads concatenated). An intervention maps the site's activations ``[batch, pos, width]``
-to new ones; the backend applies it only at the positions chosen by its position policy:
+A *site* is one activation tensor, ``("mlp", layer)`` (width d_mlp), ``("attn", layer)`` (width
+n_heads * d_head, heads concatenated) or ``("resid", layer)`` (width d_model). An intervention maps the site's
+activations ``[batch, pos, width]`` to new ones; the backend applies it only at the positions chosen by its
+position policy:
 
 - ``"last"``: the last prompt token of each example;
 - ``"prompt"``: every prompt token (padding excluded);
 - ``"continuation"``: every token after the prompt (generated tokens, or the answer tokens being scored);
 - ``"all"``: prompt and continuation tokens.
+
+A transform that must know which example each row holds (``resample-ablation`` pairs each row with another
+example) sets ``with_batch``: it is then called as ``transform(x, batch)`` with the :class:`~loctest.backend.Batch`
+being run, whose ``input_ids`` and ``prompt_mask`` tell each row's prompt tokens.
 """
 from __future__ import annotations
 
@@ -25,12 +30,14 @@ Site = tuple[str, int]
 
 @dataclass(frozen=True)
 class Intervention:
-    """``transform`` maps site activations [batch, pos, width] to new ones of the same shape."""
+    """``transform`` maps site activations [batch, pos, width] to new ones of the same shape; with ``with_batch``
+    it is called as ``transform(x, batch)``."""
 
     site: Site
     positions: str
-    transform: Callable[[torch.Tensor], torch.Tensor]
+    transform: Callable[..., torch.Tensor]
     description: str
+    with_batch: bool = False
 
     def __post_init__(self):
         if self.positions not in POSITION_POLICIES:

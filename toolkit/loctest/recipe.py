@@ -391,6 +391,10 @@ def _arm(problems: _Problems, name: str, data: dict, path: Path) -> ArmSpec:
         arm.components = _components(problems, f"arms.{name}.components", data["components"], path)
         if "locator" in data:
             problems.add(f"arms.{name}", "give either 'locator' or 'components', not both")
+        if arm.editor and arm.components:
+            kinds = {Component.parse(c).kind for c in arm.components}
+            if reason := arm.editor.cls.refusal(arm.editor.config, kinds):
+                problems.add(f"arms.{name}.editor", reason)
     if "editor" in data and "locator" not in data and "components" not in data:
         problems.add(f"arms.{name}.editor", "an editor needs components: add a 'locator' or 'components'")
     return arm

@@ -29,3 +29,12 @@ class ModelMemo:
         if key not in memo:
             memo[key] = compute()
         return memo[key]
+
+    def per_site(self, model, texts: Sequence[str], sites: Sequence, compute: Callable[[list], dict]) -> dict:
+        """``{site: value}`` for ``model`` and ``texts``: ``compute(missing)`` returns the values of the sites not
+        computed yet, so each site is computed once however the requests group them."""
+        known = self.get(model, texts, dict)
+        missing = [site for site in dict.fromkeys(sites) if site not in known]
+        if missing:
+            known.update(compute(missing))
+        return {site: known[site] for site in sites}

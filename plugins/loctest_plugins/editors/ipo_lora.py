@@ -1,12 +1,15 @@
 """``ipo-lora``: the optimal localized edit of Wang & Veitch, a rank-1 LoRA restricted to the chosen components
 and trained with IPO on (question, truthful, untruthful) pairs.
 
-The edit is ``o <- o + <a, o> b`` at the input of each layer's output projection that has a chosen head (one
-(a, b) pair per layer; ``a`` reads every head, ``b`` is zero outside the chosen heads' slices); see
+The edit is ``o <- o + <a, o> b`` at each site with a chosen component (one (a, b) pair per site; ``a`` reads the
+whole site, ``b`` is zero outside the chosen coordinates): the input of a layer's attention output projection
+for heads and attention neurons, of its MLP down projection for MLP neurons, and the residual stream after the
+layer for ``resid:L`` (there ``b`` is the whole stream: a rank-1 edit of the stream, not of a weight); see
 ``loctest_plugins.ipo``. With ``full_model = true`` it trains peft's unrestricted rank-1 LoRA on those whole
 projections instead (with every head chosen: the paper's full-model baseline) and applies it as the equivalent
-edit. Trained edits are saved in the run directory (``edits/ARM.safetensors`` + ``.json``) and in the cache, keyed
-by model, components, config, seed and training pairs, so a re-run loads them instead of training.
+edit; a residual stream is no projection's input, so ``full_model`` refuses ``resid:L``. Trained edits are saved
+in the run directory (``edits/ARM.safetensors`` + ``.json``) and in the cache, keyed by model, components,
+config, seed and training pairs, so a re-run loads them instead of training.
 """
 from __future__ import annotations
 
@@ -37,7 +40,8 @@ class IpoLoraConfig(PluginConfig):
     tau: float = Field(0.1, gt=0, description="IPO's tau: the loss pulls each pair's log-ratio margin towards 1/(2 tau) "
                                               "(the paper sweeps 0.1-0.5).")
     lr: float | None = Field(None, gt=0, description="Peak AdamW learning rate; None: the paper's by size, 2e-3 for one "
-                                                     "component, 1e-4 for all heads or full_model, else 5e-4.")
+                                                     "component (a resid:L, a whole layer, counts as several), 1e-4 "
+                                                     "for all heads or full_model, else 5e-4.")
     epochs: int = Field(2, ge=1, description="Passes over the pairs (the paper: 2).")
     batch_size: int = Field(4, ge=1, description="Pairs per optimiser step (the paper: 4).")
     max_pairs: int | None = Field(None, ge=1, description="Train on a seeded random subset of at most this many pairs "
@@ -50,9 +54,9 @@ class IpoLoraConfig(PluginConfig):
     chat: bool = Field(False, description="Wrap the prompt as the user turn of the chat template (the answer then "
                                           "follows the assistant header, without the space).")
     system_prompt: str | None = Field(None, description="System message when chat = true.")
-    full_model: bool = Field(False, description="Train peft's unrestricted rank-1 LoRA on the whole output projection "
-                                                "of every layer with a chosen head (all heads chosen: the full-model "
-                                                "baseline) instead of the head-restricted edit.")
+    full_model: bool = Field(False, description="Train peft's unrestricted rank-1 LoRA on the whole projection fed by "
+                                                "each site with a chosen component (all heads chosen: the full-model "
+                                                "baseline) instead of the restricted edit; not for resid:L.")
     load: str | None = Field(None, description="Path of an edit saved by an earlier run (edits/ARM.json or "
                                                ".safetensors): apply it instead of training.")
 
@@ -67,7 +71,7 @@ class IpoLoraConfig(PluginConfig):
 
 class IpoLora(Editor):
     name = "ipo-lora"
-    description = "IPO-trained rank-1 LoRA edit restricted to the chosen heads (Wang & Veitch); full_model: peft's unrestricted LoRA."
+    description = "IPO-trained rank-1 LoRA edit restricted to the chosen components (Wang & Veitch); full_model: peft's unrestricted LoRA."
     Config = IpoLoraConfig
 
     @classmethod
@@ -77,9 +81,19 @@ class IpoLora(Editor):
             return []
         return [file_digest(*edit_paths(Path(config.load).expanduser()))]
 
+    @classmethod
+    def refusal(cls, config: IpoLoraConfig, kinds: set[str]) -> str | None:
+        """Why this config cannot edit components of these kinds, or None."""
+        if config.full_model and not config.load and "resid" in kinds:
+            return ("full_model trains a LoRA on the projection a site feeds, and a residual stream (resid:L) feeds "
+                    "none: use the restricted edit (full_model = false) or other components")
+        return None
+
     def interventions(self, context, components):
         if not len(components):
             raise UserError(f"arms.{context.arm}: ipo-lora needs at least one component; the arm has none")
+        if reason := self.refusal(self.config, {c.kind for c in components}):
+            raise UserError(f"arms.{context.arm}.editor: ipo-lora: {reason}")
         if self.config.load:
             edit, spec = self.saved_edit(context, components)
             source = f"load: {self.config.load}"
@@ -117,7 +131,7 @@ class IpoLora(Editor):
         seed = int(context.rng("ipo-lora", "init").integers(2 ** 31))
         started = time.perf_counter()
         with context.progress.task(f"{context.arm}: IPO training", total=steps(len(pairs), schedule)) as advance:
-            run = self.train_full_model if self.config.full_model else self.train_heads
+            run = self.train_full_model if self.config.full_model else self.train_restricted
             edit, history, extra = run(context, components, pairs, reference, schedule, seed, advance)
         spec = {"model": model, "components": components.names(), "config": settings, "seed": context.seed,
                 "training_data": data, "lr": schedule.lr, "steps": len(history), "loss_history": history,
@@ -144,12 +158,13 @@ class IpoLora(Editor):
     def learning_rate(self, components: ComponentSet, shape) -> float:
         if self.config.lr is not None:
             return self.config.lr
-        heads = sum(len(cols) for site, cols in components.site_indices(shape).items() if site[0] == "attn")
-        if self.config.full_model or heads == shape.n_layers * shape.site_width("attn"):
+        attention = sum(len(cols) for site, cols in components.site_indices(shape).items() if site[0] == "attn")
+        if self.config.full_model or attention == shape.n_layers * shape.site_width("attn"):
             return PAPER_LR["all"]
-        return PAPER_LR["one"] if len(components) == 1 else PAPER_LR["some"]
+        single = len(components) == 1 and next(iter(components)).kind != "resid"  # a residual stream: a whole layer
+        return PAPER_LR["one"] if single else PAPER_LR["some"]
 
-    def train_heads(self, context, components, pairs, reference, schedule, seed, advance):
+    def train_restricted(self, context, components, pairs, reference, schedule, seed, advance):
         import torch
 
         generator = torch.Generator().manual_seed(seed)

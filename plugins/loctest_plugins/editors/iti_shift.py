@@ -3,7 +3,10 @@
 For each chosen head (l, h), from the head's outputs at the last token of every (question, answer) text of a
 training dataset: u = mean(truthful) - mean(untruthful), normalised; sigma = standard deviation of the
 projections of all those outputs on u. The edit adds alpha * sigma * u to the head's output before the output
-projection, at the positions of the position policy:
+projection. Other components get the same construction over the chosen coordinates of their site together: the
+chosen MLP neurons of a layer share one direction over those neurons, so do the chosen attention neurons of a
+layer (outside chosen heads), and a residual stream ``resid:L`` gets one over the whole stream (mean-difference
+steering). The edit acts at the positions of the position policy:
 
 - ``last``: the last prompt token only;
 - ``continuation``: every answer token being scored and every generated token;
@@ -23,10 +26,10 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field, field_validator
 
-from loctest import ComponentSet, DatasetRef, Editor, PluginConfig, interventions
-from loctest.errors import UserError
+from loctest import ComponentSet, DatasetRef, Editor, ModelShape, PluginConfig, interventions
+from loctest.interventions import Site
 
-from ..common.head_activations import HeadActivations, head_activations
+from ..common.head_activations import site_activations
 from ..common.qa import PROMPT_HELP, QA_PROMPT, check_prompt
 
 POLICIES = {"last": ("last",), "continuation": ("continuation",), "last+continuation": ("last", "continuation"),
@@ -45,44 +48,54 @@ class ITIShiftConfig(PluginConfig):
     _prompt = field_validator("prompt")(check_prompt)
 
 
-def mass_mean_shifts(acts: HeadActivations, heads: ComponentSet) -> dict[str, tuple[torch.Tensor, float]]:
-    """Per head name: (unit mass-mean direction [d_head], std of the projections on it)."""
+def shift_groups(components: ComponentSet, shape: ModelShape) -> dict[Site, list[tuple[str, list[int]]]]:
+    """Per site, ``(label, columns)`` of each coordinate group that gets a direction of its own: every chosen head
+    its slice (ITI), labelled by its name; the site's other chosen coordinates one group, labelled ``KIND:LAYER``."""
     out = {}
-    for c in heads:
-        values = acts.values[:, c.layer, c.index]
-        direction = F.normalize(values[acts.truthful].mean(0) - values[~acts.truthful].mean(0), dim=0)
-        out[c.name] = (direction, float((values @ direction).std(unbiased=False)))
+    for site, members in components.by_site().items():
+        groups = [(c.name, list(c.columns(shape))) for c in members if c.kind == "head"]
+        in_heads = {col for _, cols in groups for col in cols}
+        rest = sorted({col for c in members if c.kind != "head" for col in c.columns(shape)} - in_heads)
+        out[site] = groups + ([(f"{site[0]}:{site[1]}", rest)] if rest else [])
     return out
+
+
+def mass_mean_shift(values: torch.Tensor, truthful: torch.Tensor) -> tuple[torch.Tensor, float]:
+    """The unit mass-mean direction of ``values`` [N, k] (truthful minus untruthful) and the std of the
+    projections on it."""
+    direction = F.normalize(values[truthful].mean(0) - values[~truthful].mean(0), dim=0)
+    return direction, float((values @ direction).std(unbiased=False))
 
 
 class ITIShift(Editor):
     name = "iti-shift"
-    description = "Adds alpha * std * mass-mean truthful direction to each chosen head's output (ITI)."
+    description = "Adds alpha * std * mass-mean truthful direction to the chosen coordinates: per head (ITI), per site for other kinds."
     Config = ITIShiftConfig
 
     def interventions(self, context, components):
-        not_heads = [c.name for c in components if c.kind != "head"]
-        if not_heads:
-            raise UserError(f"iti-shift: works on attention heads ('head:L:H'), got {not_heads[0]}")
         shape = context.shape
-        acts = head_activations(context, self.config.dataset, self.config.prompt, self.name)
-        shifts = mass_mean_shifts(acts, components)
-        out = []
-        for (_, layer), heads in components.by_site().items():
-            vector = torch.zeros(shape.n_heads * shape.d_head)
-            for c in heads:
-                direction, sigma = shifts[c.name]
-                vector[c.index * shape.d_head:(c.index + 1) * shape.d_head] = self.config.alpha * sigma * direction
-            what = (f"iti-shift alpha={self.config.alpha:g} on {', '.join(c.name for c in heads)} "
-                    f"({self.config.positions})")
-            out += [dataclasses.replace(interventions.add(("attn", layer), vector, policy), description=what)
+        groups = shift_groups(components, shape)
+        acts = site_activations(context, self.config.dataset, self.config.prompt, self.name, list(groups))
+        shifts, out = {}, []
+        for site, site_groups in groups.items():
+            vector = torch.zeros(shape.site_width(site[0]))
+            for label, cols in site_groups:
+                direction, sigma = shifts[label] = mass_mean_shift(acts.values[site][:, cols], acts.truthful)
+                vector[cols] = self.config.alpha * sigma * direction
+            labels = ", ".join(label if label.startswith("head:") else f"{label} ({len(cols)} coordinates)"
+                               for label, cols in site_groups)
+            what = f"iti-shift alpha={self.config.alpha:g} on {labels} ({self.config.positions})"
+            out += [dataclasses.replace(interventions.add(site, vector, policy), description=what)
                     for policy in POLICIES[self.config.positions]]
         self._write_shifts(context, shifts)
         return out
 
     def _write_shifts(self, context, shifts) -> None:
-        """``iti_shift/ARM.json`` in the run directory: each head's projection std and direction."""
+        """``iti_shift/ARM.json`` in the run directory: the projection std and direction of each head (``heads``)
+        and of each other site's group (``sites``)."""
+        def entries(heads: bool) -> dict:
+            return {label: {"std": sigma, "direction": [round(v, 6) for v in direction.tolist()]}
+                    for label, (direction, sigma) in shifts.items() if label.startswith("head:") == heads}
         data = {"alpha": self.config.alpha, "positions": self.config.positions, "dataset": self.config.dataset,
-                "heads": {name: {"std": sigma, "direction": [round(v, 6) for v in direction.tolist()]}
-                          for name, (direction, sigma) in shifts.items()}}
+                "heads": entries(True), "sites": entries(False)}
         context.write_output(f"iti_shift/{context.arm or 'iti-shift'}.json", data)

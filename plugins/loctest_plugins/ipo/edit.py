@@ -4,7 +4,8 @@ At a site (the input ``o`` of a layer's attention output projection ``W``, heads
 down projection) the edit is ``o <- o + <a, o> (m * b)``: ``a`` reads the whole site, ``m`` is 1 on the chosen
 components' columns (a chosen head's whole slice) and 0 elsewhere, and one (a, b) pair serves each site with a
 chosen component. Before the projection this adds ``<a, o> W (m * b)`` to the residual stream: a rank-1 LoRA
-update ``(W m b) a^T`` of ``W`` whose output direction lies in the span of the chosen heads.
+update ``(W m b) a^T`` of ``W`` whose output direction lies in the span of the chosen heads. At a residual-stream
+site (``resid:L``, every column chosen) the same formula edits the stream after the layer directly.
 """
 from __future__ import annotations
 
