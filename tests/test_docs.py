@@ -11,7 +11,7 @@ import loctest
 from loctest import hookspecs
 from loctest.models import ModelConfig
 from loctest.plugin_manager import create_host
-from loctest.recipe import SECTIONS, Comparison, DatasetSelection, PluginsSection, RunSection
+from loctest.recipe import SECTIONS, Comparison, DatasetSelection, PluginsSection, RunSection, Sweep
 
 from conftest import ROOT, make_backend
 
@@ -141,7 +141,7 @@ def test_recipe_reference_covers_every_key():
     reference = (DOCS / "recipes.md").read_text(encoding="utf-8")
     for section in SECTIONS:
         assert f"[{section}" in reference or f"[[{section}" in reference, f"docs/recipes.md misses section {section}"
-    for model in (RunSection, ModelConfig, PluginsSection, DatasetSelection, Comparison):
+    for model in (RunSection, ModelConfig, PluginsSection, DatasetSelection, Comparison, Sweep):
         for field in model.model_fields:
             assert f"`{field}`" in reference, f"docs/recipes.md misses key {field!r} of {model.__name__}"
 

@@ -131,7 +131,7 @@ def test_unknown_sections_and_keys(tmp_path):
     assert problems(tmp_path, text) == [
         "arm: unknown section; did you mean 'arms'? valid: arms, backend, comparisons, datasets, model, plugins, run, scorers",
         "scorer: unknown section; did you mean 'scorers'? valid: arms, backend, comparisons, datasets, model, plugins, run, scorers",
-        "arms.baseline.locatr: unknown key; did you mean 'locator'? valid: components, editor, locator",
+        "arms.baseline.locatr: unknown key; did you mean 'locator'? valid: components, editor, locator, sweep",
     ]
 
 

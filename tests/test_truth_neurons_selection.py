@@ -115,10 +115,13 @@ def test_planted_neurons_are_recovered_exactly_and_carry_the_answer(backend_name
     assert [w["median_abs_delta"] for w in worst] == sorted((w["median_abs_delta"] for w in worst), reverse=True)
     assert max(w["max_abs_delta"] for w in worst) == pytest.approx(results["completeness"]["max_abs_delta"])
     assert all(row["mean_d"] > 0.1 and row["p_bonferroni"] < 1e-6 for row in results["neurons"])
+    assert found.scores == {row["name"]: row["t"] for row in results["neurons"]}  # each scored by its t statistic
     finished = SimpleNamespace(run_dir=context.run_dir, data={"arms": {"truth": {"locator": {"plugin": "ig-truth-neurons"}}}})
     section = ig_truth_neurons.loctest_report_sections(finished)
     assert "20 of 20 questions passed the manipulation check; 20 were used" in section and "mlp 3 / 3, attn 2 / 2" in section
     assert all(f"| `{name}` |" in section for name in PLANTED)
+    candidates = locator(keep="candidates").locate(context)  # attributions from the cache
+    assert candidates.top(len(found)) == found and len(candidates) == results["counts"]["candidates"]
 
     context.components["truth"] = found
     baseline = accuracy(context, ComponentSet())

@@ -3,7 +3,8 @@
 Use it by dropping this file into the repository's top-level ``plugins/`` folder, by passing
 ``--plugins-dir docs/examples``, or from a recipe with ``[plugins] paths = ["docs/examples/example_plugin.py"]``.
 
-- ``top-activation`` (locator): the N MLP neurons with the largest mean |activation| at the last prompt token.
+- ``top-activation`` (locator): the N MLP neurons with the largest mean |activation| at the last prompt token,
+  each scored by it (so recipes can sweep its top k).
 - ``scale-activations`` (editor): multiplies the chosen components' activations by a factor.
 - ``answer-margin`` (scorer): log P(correct answer) - log P(incorrect answer) given the question, with each
   repetition drawing one correct and one incorrect answer per question at random; it adds a section with a
@@ -33,6 +34,7 @@ class TopActivation(Locator):
     name = "top-activation"
     description = "The MLP neurons with the largest mean |activation| at the last prompt token of a dataset's questions."
     Config = TopActivationConfig
+    scored = True  # every neuron returned has a score: "the top k" is defined, recipes can sweep k
 
     def locate(self, context) -> ComponentSet:
         shape = context.shape
@@ -45,9 +47,10 @@ class TopActivation(Locator):
         sites = [("mlp", layer) for layer in layers]
         with context.progress.task(f"{context.arm}: top-activation", total=len(prompts)) as advance:
             activations = context.model.capture_last(prompts, sites, progress=advance)  # {site: [N, d_mlp]}
-        strength = torch.stack([activations[site].abs().mean(0) for site in sites])  # [layers, d_mlp]
-        top = torch.topk(strength.flatten(), self.config.count).indices.tolist()
-        return ComponentSet(Component("mlp", layers[i // shape.d_mlp], i % shape.d_mlp) for i in top)
+        strength = torch.cat([activations[site].abs().mean(0) for site in sites])  # [layers * d_mlp]
+        top = torch.topk(strength, self.config.count).indices.tolist()
+        neurons = [Component("mlp", layers[i // shape.d_mlp], i % shape.d_mlp) for i in top]
+        return ComponentSet(neurons, {n.name: float(strength[i]) for n, i in zip(neurons, top)})
 
 
 # -- an editor -------------------------------------------------------------------------------------------------

@@ -39,7 +39,10 @@ class Plugin:
 
 
 class Locator(Plugin):
-    """Finds components. Implement :meth:`locate`."""
+    """Finds components. Implement :meth:`locate`. A locator that sets ``scored`` gives every component it
+    returns a score (``ComponentSet(components, scores)``), which defines its top k: recipes can sweep k."""
+
+    scored: ClassVar[bool] = False
 
     def locate(self, context: RunContext) -> ComponentSet:
         raise NotImplementedError

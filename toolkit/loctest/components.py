@@ -6,16 +6,18 @@
 - Residual stream ``resid:L`` = the whole residual stream after layer L (the site of steering vectors), one
   component.
 
-A :class:`ComponentSet` is an ordered, duplicate-free set of components that serialises to JSON and
-groups itself by *site* (one activation tensor: ``("mlp", L)``, ``("attn", L)`` or ``("resid", L)``). Each backend names a site
+A :class:`ComponentSet` is an ordered, duplicate-free set of components, optionally with a score per component
+(what makes "the top k" defined: :meth:`ComponentSet.top`), that serialises to JSON and groups itself by *site*
+(one activation tensor: ``("mlp", L)``, ``("attn", L)`` or ``("resid", L)``). Each backend names a site
 its own way for the architecture at hand (``Backend.site_name``: a TransformerLens hook, an nnsight path).
 """
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -66,6 +68,14 @@ class Component:
         numbers = [int(g) for g in m.groups()[1:] if g is not None]
         return cls(m.group(1), *numbers)
 
+    @classmethod
+    def numbered(cls, kind: str, layer: int, number: int, shape: "ModelShape") -> "Component":
+        """Component ``number`` of ``kind`` in ``layer``, counting as :meth:`ModelShape.per_layer` does (attention
+        neurons as head * d_head + dim)."""
+        if kind == "attn":
+            return cls(kind, layer, number // shape.d_head, number % shape.d_head)
+        return cls(kind, layer, number)
+
     def columns(self, shape: "ModelShape") -> range:
         """The component's columns in its site's activation (attention flattened as head * d_head + dim)."""
         if self.kind == "mlp":
@@ -93,6 +103,10 @@ class ModelShape:
     def site_width(self, kind: str) -> int:
         return {"mlp": self.d_mlp, "attn": self.n_heads * self.d_head, "resid": self.d_model}[kind]
 
+    def per_layer(self, kind: str) -> int:
+        """How many components of ``kind`` each layer has."""
+        return {"mlp": self.d_mlp, "head": self.n_heads, "attn": self.n_heads * self.d_head, "resid": 1}[kind]
+
     def checked(self, components: "ComponentSet") -> "ComponentSet":
         """``components``, after checking that each exists in a model of this shape."""
         for c in components:
@@ -112,13 +126,34 @@ class ModelShape:
 
 
 class ComponentSet:
-    """An ordered, duplicate-free collection of components."""
+    """An ordered, duplicate-free collection of components. ``scores`` (component name -> finite float, higher
+    ranks first), when a locator gives them, covers exactly the members and is kept in their order."""
 
-    def __init__(self, components: Iterable[Component | str] = ()):
+    def __init__(self, components: Iterable[Component | str] = (), scores: Mapping[str, float] | None = None):
         seen: dict[Component, None] = {}
         for c in components:
             seen[Component.parse(c) if isinstance(c, str) else c] = None
         self._items = tuple(seen)
+        self.scores = None if scores is None else self._checked_scores(scores)
+
+    def _checked_scores(self, scores: Mapping[str, float]) -> dict[str, float]:
+        names = self.names()
+        if extra := set(scores) - set(names):
+            raise UserError(f"scores of components not in the set: {', '.join(sorted(extra))}")
+        if missing := [n for n in names if n not in scores]:
+            raise UserError(f"component {missing[0]} has no score (a scored set scores every component)")
+        if bad := [n for n in names if not math.isfinite(scores[n])]:
+            raise UserError(f"component {bad[0]}: score {scores[bad[0]]} is not a finite number")
+        return {n: float(scores[n]) for n in names}
+
+    def top(self, k: int) -> "ComponentSet":
+        """The ``k`` highest-scored components, highest first (ties: the earlier first), with their scores."""
+        if self.scores is None:
+            raise UserError("these components have no scores, so 'the top k' is undefined")
+        if not 1 <= k <= len(self):
+            raise UserError(f"top {k}: the set has {len(self)} components")
+        ranked = sorted(self._items, key=lambda c: -self.scores[c.name])[:k]  # stable: ties keep their order
+        return ComponentSet(ranked, {c.name: self.scores[c.name] for c in ranked})
 
     def __iter__(self) -> Iterator[Component]:
         return iter(self._items)
@@ -158,15 +193,19 @@ class ComponentSet:
         return [c.name for c in self._items]
 
     def to_json(self, site_names: dict[str, Callable[[tuple[str, int]], str]] | None = None) -> list[dict]:
-        """One dict per component; ``site_names`` maps a label (a backend's name) to that backend's
-        ``site_name``, and each component gets its site's name under the label."""
+        """One dict per component, with its ``score`` when the set is scored; ``site_names`` maps a label (a
+        backend's name) to that backend's ``site_name``, and each component gets its site's name under the label."""
         site_names = site_names or {}
         return [{"name": c.name, "kind": c.kind, "layer": c.layer, "index": c.index, "dim": c.dim,
+                 **({"score": self.scores[c.name]} if self.scores is not None else {}),
                  **{label: name(c.site) for label, name in site_names.items()}} for c in self._items]
 
     @classmethod
     def from_json(cls, data: list) -> "ComponentSet":
-        return cls(Component.parse(d["name"] if isinstance(d, dict) else d) for d in data)
+        """The set :meth:`to_json` wrote (or a plain list of names), scores included."""
+        items = [d if isinstance(d, dict) else {"name": d} for d in data]
+        scores = {d["name"]: d["score"] for d in items if "score" in d}
+        return cls((Component.parse(d["name"]) for d in items), scores or None)
 
     def save(self, path: str | Path, site_names: dict[str, Callable[[tuple[str, int]], str]] | None = None) -> None:
         Path(path).write_text(json.dumps(self.to_json(site_names), indent=1))

@@ -1,6 +1,7 @@
 """The host's figures of a run, saved under ``figures/`` in the run directory: a bar chart per metric, a heatmap of
-each located arm's components per layer, and metrics against cost metrics. Plugins draw their own figures and
-save them with ``RunResults.save_figure``."""
+each located arm's components per layer, metrics against cost metrics, and each sweep's effect against k (the
+arms a sweep generates appear only there). Plugins draw their own figures and save them with
+``RunResults.save_figure``."""
 from __future__ import annotations
 
 import matplotlib
@@ -12,9 +13,14 @@ import matplotlib.pyplot as plt  # noqa: E402
 KIND_LABELS = {"mlp": "MLP neurons", "attn": "attention neurons", "head": "attention heads", "resid": "residual-stream layers"}
 
 
+def recipe_arms(results) -> dict[str, dict]:
+    """The records of the recipe's own arms (not those its sweeps generated)."""
+    return {arm: data for arm, data in results.data["arms"].items() if "sweep" not in data}
+
+
 def metric_rows(results):
-    """(arm, scorer, metric, summary) for every score of the run."""
-    for arm, data in results.data["arms"].items():
+    """(arm, scorer, metric, summary) for every score of the recipe's own arms."""
+    for arm, data in recipe_arms(results).items():
         for scorer, metrics in data["scores"].items():
             for metric, s in metrics.items():
                 if metric != "note":
@@ -85,7 +91,7 @@ def tradeoff_plots(results) -> list[str]:
     info = results.data.get("scorer_metrics", {})
     costs = [f"{s}.{m}" for s, i in info.items() for m in i["cost"]]
     means = {(arm, f"{scorer}.{metric}"): s["mean"] for arm, scorer, metric, s in metric_rows(results)}
-    arms = results.data["arms"]
+    arms = recipe_arms(results)
 
     def group(arm):
         return (arms[arm]["locator"] or {}).get("plugin") or ("fixed components" if arms[arm]["n_components"] else "unedited")
@@ -108,6 +114,31 @@ def figures(results) -> list[str]:
     for arm, scorer, metric, s in metric_rows(results):
         by_metric.setdefault(f"{scorer}.{metric}", []).append((arm, s["mean"], s["std"]))
     written = [metric_bars(results, metric, rows) for metric, rows in by_metric.items()]
-    written += [layer_heatmap(results, arm, d["counts_by_layer"]) for arm, d in results.data["arms"].items()
+    written += [layer_heatmap(results, arm, d["counts_by_layer"]) for arm, d in recipe_arms(results).items()
                 if d["n_components"]]
     return written + tradeoff_plots(results)
+
+
+def sweep_figures(results) -> dict[tuple[str, str], str]:
+    """Every sweep's figure, by (arm, metric)."""
+    return {(arm, metric): sweep_plot(results, arm, metric, curves, sweep["draws"])
+            for arm, sweep in results.data["sweeps"].items() for metric, curves in sweep["metrics"].items()}
+
+
+def sweep_plot(results, arm: str, metric: str, curves: dict, draws: int) -> str:
+    """A sweep's metric against k (log scale): the located top k, and the random draws' mean and min-max band."""
+    sizes = results.data["sweeps"][arm]["sizes"]
+    random = np.array(curves["random"])  # [sizes, draws]
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    ax.fill_between(sizes, random.min(axis=1), random.max(axis=1), color="#bbbbbb", alpha=0.6,
+                    label=f"{draws} matched random draws (min-max)")
+    ax.plot(sizes, curves["random_mean"], "--", color="#555555", label="random draws' mean")
+    ax.plot(sizes, curves["located"], "o-", color="#d62728", label=f"{arm}: top k by locator score")
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(sizes, [str(k) for k in sizes])
+    ax.set_xlabel("k (components edited, log scale)")
+    ax.set_ylabel(f"{metric} (mean over repetitions)")
+    ax.set_title(f"{metric} against k: {arm}'s top k vs matched random draws\n"
+                 f"area {curves['area']:+.3g} over log2 k, rank p {curves['p']:.3g} ({curves['alternative']})", fontsize=10)
+    ax.legend(fontsize=8)
+    return results.save_figure(fig, f"sweep_{arm}_{metric}.png")

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from .base import PluginConfig
 from .cache import source_fingerprint
@@ -26,6 +26,7 @@ from .stats import Alternative
 
 SECTIONS = ("run", "model", "backend", "plugins", "datasets", "scorers", "arms", "comparisons")
 SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")  # run, arm, scorer and dataset names name files
+ARM_KEYS = ("locator", "editor", "components", "sweep")
 
 
 class RunSection(PluginConfig):
@@ -59,6 +60,27 @@ class Comparison(PluginConfig):
         "so a per-repetition test against ONE random draw ignores which set was drawn (see docs/recipes.md)."))
 
 
+class Sweep(PluginConfig):
+    sizes: list[int] = Field(..., min_length=2, description=(
+        "Component counts k, distinct and increasing (e.g. [1, 2, 4, 8]): each k's top-k located set is edited "
+        "and scored, as arm ARM@kK."))
+    draws: int = Field(..., ge=1, description=(
+        "Matched random draws per k (arms ARM@kK~randomI): nested sets with the top k's count of each kind in "
+        "each layer. The rank p can go no lower than 1 / (draws + 1) (twice that two-sided)."))
+    alternative: Alternative = Field("two-sided", description=(
+        "Rank test of the area between the located curve and the draws' mean: 'greater' (the located curve lies "
+        "above), 'less' or 'two-sided'."))
+
+    @field_validator("sizes")
+    @classmethod
+    def _increasing(cls, sizes: list[int]) -> list[int]:
+        if sizes[0] < 1:
+            raise ValueError(f"sizes must be at least 1, got {sizes[0]}")
+        if sizes != sorted(set(sizes)):
+            raise ValueError(f"sizes must be distinct and increasing; did you mean {sorted(set(sizes))}?")
+        return sizes
+
+
 @dataclass
 class PluginSpec:
     plugin: str
@@ -88,6 +110,8 @@ class ArmSpec:
     locator: PluginSpec | None = None
     editor: PluginSpec | None = None
     components: list[str] | None = None
+    sweep: Sweep | None = None
+    sweep_point: dict | None = None  # an arm a sweep generated: {"of": ARM, "k": K, "draw": None or I}
 
     def plugins(self) -> list[tuple[str, PluginSpec]]:
         """The arm's locator and editor, each with the dotted key of its table."""
@@ -378,10 +402,10 @@ def _arms_section(problems: _Problems, raw: dict, path: Path) -> dict[str, ArmSp
 
 
 def _arm(problems: _Problems, name: str, data: dict, path: Path) -> ArmSpec:
-    """One arm: a locator or fixed components, and an editor (which needs one of them)."""
+    """One arm: a locator or fixed components, an editor (which needs one of them), and a sweep of k."""
     for key in data:
-        if key not in ("locator", "editor", "components"):
-            problems.add(f"arms.{name}.{key}", f"unknown key; {did_you_mean(key, ['locator', 'editor', 'components'])}")
+        if key not in ARM_KEYS:
+            problems.add(f"arms.{name}.{key}", f"unknown key; {did_you_mean(key, ARM_KEYS)}")
     arm = ArmSpec(name)
     if "locator" in data:
         arm.locator = _plugin(problems, "locator", f"arms.{name}.locator", data["locator"])
@@ -397,7 +421,24 @@ def _arm(problems: _Problems, name: str, data: dict, path: Path) -> ArmSpec:
                 problems.add(f"arms.{name}.editor", reason)
     if "editor" in data and "locator" not in data and "components" not in data:
         problems.add(f"arms.{name}.editor", "an editor needs components: add a 'locator' or 'components'")
+    if "sweep" in data:
+        arm.sweep = problems.model(f"arms.{name}.sweep", Sweep, data["sweep"])
+        _check_sweep(problems, name, data, arm)
     return arm
+
+
+def _check_sweep(problems: _Problems, name: str, data: dict, arm: ArmSpec) -> None:
+    """A sweep ranks the components of a locator that scores them, and edits each top k with the arm's editor."""
+    key = f"arms.{name}.sweep"
+    if "editor" not in data:
+        problems.add(key, "a sweep edits each top-k set: add an 'editor'")
+    if "locator" not in data:
+        problems.add(key, "a sweep ranks located components by their scores: add a 'locator' that scores them")
+    elif arm.locator and not arm.locator.cls.scored:
+        registry = problems.host.registry("locator")
+        scored = [n for n in registry.names() if registry.get(n).scored]
+        problems.add(key, f"locator {arm.locator.plugin!r} gives no component scores, so its top k is undefined; "
+                          f"locators that score: {', '.join(scored) or 'none loaded'}")
 
 
 def _check_references(problems: _Problems, recipe: Recipe) -> None:

@@ -1,7 +1,7 @@
 """The run directory: results.json, components, per-example details, figures and a Markdown report.
 
 The report is generic: scores, comparisons (with the paired tests scorers add in loctest.stats' format),
-self-checks, figures and files. Plugins add sections of their own through the ``loctest_report_sections`` hook.
+sweeps, self-checks, figures and files. Plugins add sections of their own through the ``loctest_report_sections`` hook.
 """
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import json
 
 from rich.table import Table
 
-from .figures import counts_by_kind, figures, metric_rows
+from .figures import counts_by_kind, figures, metric_rows, recipe_arms, sweep_figures
 from .stats import draws_needed
 
 EMPTY_ARM_NOTE = "found no components: the arm was scored unedited"
@@ -100,6 +100,8 @@ def metric_matrices(d: dict) -> list[str]:
         lines += ["", f"## {metric[:1].upper() + metric[1:]} by arm and scorer", "",
                   "| arm | " + " | ".join(scorers) + " |", "|---|" + "---|" * len(scorers)]
         for arm, a in d["arms"].items():
+            if "sweep" in a:
+                continue
             cells = [a["scores"].get(s, {}).get(metric) for s in scorers]
             lines.append(f"| {arm} | " + " | ".join("" if c is None else fmt(c["mean"]) + (f" ± {fmt(c['std'])}" if c["n"] > 1 else "")
                                                  for c in cells) + " |")
@@ -121,7 +123,11 @@ def score_lines(results) -> list[str]:
     lines = ["## Scores", "", "| arm | components | scorer | metric | mean | std | repetitions |", "|---|---|---|---|---|---|---|"]
     for arm, scorer, metric, s in metric_rows(results):
         lines.append(f"| {arm} | {d['arms'][arm]['n_components']} | {scorer} | {metric} | {fmt(s['mean'])} | {fmt(s['std'])} | {s['n']} |")
-    notes = [(arm, scorer, ms["note"]) for arm, a in d["arms"].items() for scorer, ms in a["scores"].items() if "note" in ms]
+    if generated := len(d["arms"]) - len(recipe_arms(results)):
+        lines += ["", f"The {generated} arms the sweeps generated are summarised under Sweeps; their scores are in "
+                      "`results.json` (`arms`)."]
+    notes = [(arm, scorer, ms["note"]) for arm, a in recipe_arms(results).items() for scorer, ms in a["scores"].items()
+             if "note" in ms]
     notes += [(arm, "locator", EMPTY_ARM_NOTE) for arm in empty_located_arms(d)]
     return lines + ([""] + [f"- {arm} / {scorer}: {note}" for arm, scorer, note in notes] if notes else [])
 
@@ -144,11 +150,29 @@ def comparison_lines(d: dict) -> list[str]:
     return lines + unreachable_alpha_warnings(d["comparisons"]) + effect_tables(d) + paired_tests(d)
 
 
-def markdown(results, figure_files: list[str], sections: list[str]) -> str:
-    """The report: what ran, scores, comparisons, metrics several scorers share, the plugins' ``sections``,
-    self-checks, the host's figures and the files."""
+def sweep_lines(d: dict, figure_of: dict[tuple[str, str], str]) -> list[str]:
+    """Per sweep: a table of each metric's area between the located and the random draws' mean curves, with its
+    rank p, then the figures (``figure_of``: path by (arm, metric))."""
+    if not d["sweeps"]:
+        return []
+    lines = ["", "## Sweeps", "", "Each arm's top k (by its locator's scores) against matched random draws (nested sets "
+             "with the same count of each kind per layer), edited alike. Area: trapezoid rule over log2 k of the located "
+             "curve minus the draws' mean curve (metric units x doublings of k); p: its rank among the draws' areas."]
+    for arm, sweep in d["sweeps"].items():
+        lines += ["", f"### {arm}: k = {', '.join(map(str, sweep['sizes']))}, {sweep['draws']} draws", "",
+                  "| metric | located (k ascending) | random mean | area | p (rank, alternative) |", "|---|---|---|---|---|"]
+        lines += [f"| {metric} | {', '.join(map(general, c['located']))} | {', '.join(map(general, c['random_mean']))} | "
+                  f"{c['area']:+.4g} | {p_text(c, 'rank, ' + c['alternative'])} |" for metric, c in sweep["metrics"].items()]
+        lines += ["", *(f"![{figure_of[arm, metric]}]({figure_of[arm, metric]})" for metric in sweep["metrics"])]
+    return lines
+
+
+def markdown(results, figure_files: list[str], sections: list[str], sweep_figure_files: dict[tuple[str, str], str]) -> str:
+    """The report: what ran, scores, comparisons, sweeps (with ``sweep_figure_files``), metrics several scorers share,
+    the plugins' ``sections``, self-checks, the host's figures and the files."""
     d = results.data
-    lines = header_lines(results) + score_lines(results) + comparison_lines(d) + metric_matrices(d)
+    lines = (header_lines(results) + score_lines(results) + comparison_lines(d) + sweep_lines(d, sweep_figure_files)
+             + metric_matrices(d))
     for section in sections:
         lines += ["", section.strip()]
     lines += self_check_lines(d)
@@ -191,8 +215,9 @@ def write_outputs(results, sections: list[str]) -> None:
         for scorer, s in by_scorer.items():
             (run_dir / "details" / f"{arm}.{scorer}.json").write_text(json.dumps(s.details))
     figure_files = figures(results)
+    sweep_figure_files = sweep_figures(results)
     (run_dir / "results.json").write_text(json.dumps(results.data, indent=1, default=str))
-    (run_dir / "report.md").write_text(markdown(results, figure_files, sections))
+    (run_dir / "report.md").write_text(markdown(results, figure_files, sections, sweep_figure_files))
 
 
 def method_name(comparison: dict) -> str:
@@ -234,4 +259,8 @@ def results_table(results) -> Table:
     for c in results.data["comparisons"]:
         table.add_row(f"{c['baseline']} > {c['treatment']}" if c["alternative"] == "greater" else f"{c['baseline']} vs {c['treatment']}",
                       "", c["metric"], f"{method_name(c)} p = {p_text(c)}")
+    for arm, sweep in results.data["sweeps"].items():
+        for metric, c in sweep["metrics"].items():
+            table.add_row(f"{arm} sweep vs random", f"k {sweep['sizes'][0]}-{sweep['sizes'][-1]}", metric,
+                          f"area {c['area']:+.3g}, rank p = {p_text(c)}")
     return table

@@ -30,6 +30,7 @@ from .plugin_manager import PluginHost, create_host
 from .progress import Progress
 from .recipe import ArmSpec, Comparison, DatasetSelection, Recipe, apply_overrides, read_recipe, validate
 from .stats import rank_test, summary, welch
+from .sweeps import sweep_arms, sweep_summary
 
 
 @dataclass
@@ -219,6 +220,11 @@ class Run:
     scores: dict[str, dict[str, Scores]] = field(default_factory=dict)
     arms: dict[str, dict] = field(default_factory=dict)  # results.json's "arms"
 
+    @functools.cached_property
+    def arm_specs(self) -> dict[str, ArmSpec]:
+        """The recipe's arms, and the arms its sweeps generate as they run."""
+        return dict(self.recipe.arms)
+
     def stage(self, name: str, work: Callable[[], Any], key: str | None = None, plugin: str = "",
               cached: Cached | None = None) -> Any:
         """One stage: the ``loctest_before_stage`` hook, ``work()`` (or its cached result), then
@@ -276,11 +282,20 @@ class Run:
         components = self.context.components[arm] = self.locate(arm)
         interventions = self.edit(arm, components)
         self.scores[arm] = self.score(arm, components, interventions)
-        self.arms[arm] = arm_record(self.recipe.arms[arm], components, interventions, self.scores[arm])
+        self.arms[arm] = arm_record(self.arm_specs[arm], components, interventions, self.scores[arm])
+
+    def run_sweep(self, arm: str) -> None:
+        """Run the arms of ``arm``'s sweep (:mod:`loctest.sweeps`): each size's top k and its matched random draws."""
+        with located(self.recipe, f"arms.{arm}.sweep", "sweep"):
+            generated = sweep_arms(self.arm_specs[arm], self.context.components[arm], self.context.shape,
+                                   lambda draw: self.context.rng("sweep", arm, draw))
+        for name, spec in generated.items():
+            self.arm_specs[name] = spec
+            self.run_arm(name)
 
     def locate(self, arm: str) -> ComponentSet:
         """The arm's components: given in the recipe, or found by its locator (cached with the files it wrote)."""
-        spec, shape = self.recipe.arms[arm], self.context.shape
+        spec, shape = self.arm_specs[arm], self.context.shape
         if spec.components is not None:
             with located(self.recipe, f"arms.{arm}.components", "components"):
                 return shape.checked(ComponentSet(spec.components))
@@ -290,11 +305,11 @@ class Run:
         key = cache_key(self.model_key, arm, spec.locator.identity, needed, self.dataset_keys)
         return self.stage(f"locate:{arm}", lambda: shape.checked(spec.locator.instance.locate(self.context)),
                           f"arms.{arm}.locator", spec.locator.plugin,
-                          Cached("components", key, ComponentSet.names,
-                                 lambda names: shape.checked(ComponentSet.from_json(names)), files="locator-files"))
+                          Cached("components", key, ComponentSet.to_json,
+                                 lambda stored: shape.checked(ComponentSet.from_json(stored)), files="locator-files"))
 
     def edit(self, arm: str, components: ComponentSet) -> list[Intervention]:
-        editor = self.recipe.arms[arm].editor
+        editor = self.arm_specs[arm].editor
         if editor is None:
             return []
         return self.stage(f"edit:{arm}", functools.partial(editor.instance.interventions, self.context, components),
@@ -302,7 +317,7 @@ class Run:
 
     def score(self, arm: str, components: ComponentSet, interventions: list[Intervention]) -> dict[str, Scores]:
         """Every scorer's scores of the arm (cached)."""
-        editor = self.recipe.arms[arm].editor
+        editor = self.arm_specs[arm].editor
         scores = {}
         for name, spec in self.recipe.scorers.items():
             key = cache_key(self.model_key, arm, components.names(), editor.identity if editor else None,
@@ -354,6 +369,7 @@ class Run:
                                for n, s in recipe.scorers.items()},
             "arms": self.arms,
             "comparisons": comparisons,
+            "sweeps": {arm: sweep_summary(arm, spec.sweep, self.scores) for arm, spec in recipe.arms.items() if spec.sweep},
             "self_checks": model.checks.summary(),
             "timings_s": {k: round(v, 3) for k, v in self.timings.items()},
         }
@@ -380,7 +396,7 @@ def arm_record(arm: ArmSpec, components: ComponentSet, interventions: list[Inter
         "interventions": [iv.description for iv in interventions],
         "scores": {s: {m: {"values": v, **summary(v)} for m, v in r.values.items()} | ({"note": r.note} if r.note else {})
                    for s, r in scores.items()},
-    }
+    } | ({"sweep": arm.sweep_point} if arm.sweep_point else {})
 
 
 @marks_failed_runs
@@ -397,6 +413,8 @@ def run_recipe(recipe_path, overrides=None, *, out=None, limit=None, device=None
     with run.progress:
         for arm in recipe.arm_order():
             run.run_arm(arm)
+            if recipe.arms[arm].sweep:
+                run.run_sweep(arm)
     comparisons = [run.compare(comparison) for comparison in recipe.comparisons]
     run.timings["total"] = time.perf_counter() - started
     results = run.results(comparisons)

@@ -5,8 +5,10 @@ f(T|t) and f(T|f) are P(label)+P(lowercase label) of the correct and the incorre
 Questions the unedited model gets wrong are dropped (manipulation check). Per layer, integrated gradients
 from the zero baseline give every MLP and attention neuron Attr_t and Attr_f; D = Attr_t - Attr_f. A seeded
 half of the questions selects candidates (adaptive and share thresholds), the other half tests them
-(one-sided t-tests of D > 0, Bonferroni-corrected); the survivors are returned. Every setting that decides
-the numbers, the counts and a table of the candidates go to ``truth_neurons-<arm>.json`` in the run directory.
+(one-sided t-tests of D > 0, Bonferroni-corrected); the survivors are returned (``keep = "candidates"``: every
+candidate). Each component's score is its t statistic on the testing half, so the truth neurons are the top of
+the candidates' ranking. Every setting that decides the numbers, the counts and a table of the candidates go to
+``truth_neurons-<arm>.json`` in the run directory.
 """
 from __future__ import annotations
 
@@ -42,6 +44,10 @@ class IGTruthNeuronsConfig(BinaryPromptConfig):
         "layers of its type. Model-dependent and required (the paper used 1 to 25; see docs/truth-neurons.md)."))
     share_threshold: float = Field(40.0, gt=0, le=100, description="p (%): keep neurons salient in at least p % of the selection-half examples (paper: 40).")
     alpha: float = Field(0.05, gt=0, lt=1, description="Significance level of the Bonferroni-corrected one-sided t-tests.")
+    keep: Literal["significant", "candidates"] = Field("significant", description=(
+        "Which components to return: 'significant' (the truth neurons: those passing the Bonferroni tests) or "
+        "'candidates' (every candidate of the selection half, to sweep the top k beyond the truth neurons). "
+        "Either way each is scored by its t statistic on the testing half."))
     steps: int = Field(20, ge=1, description="m: Riemann-sum steps of integrated gradients (paper: 20).")
     positions: Literal["last", "prompt"] = Field("last", description=(
         "Positions scaled from the baseline: 'last' (the last prompt token, the paper's setting) or 'prompt' "
@@ -78,10 +84,17 @@ def _finite(x: float) -> float | None:
     return float(x) if math.isfinite(x) else None
 
 
+def t_score(t: float) -> float:
+    """A candidate's score: its t statistic, finite (undefined, for D constant 0, -> 0; +-inf, for D constant and
+    non-zero, -> the largest float of that sign), so the ranking agrees with the tests' verdicts."""
+    return float(np.nan_to_num(t, nan=0.0))
+
+
 class IGTruthNeurons(Locator):
     name = "ig-truth-neurons"
     description = "Truth neurons: integrated-gradients attribution differences, split-half selection, Bonferroni t-tests."
     Config = IGTruthNeuronsConfig
+    scored = True
 
     def sites(self, shape) -> list[tuple[str, int]]:
         layers = self.config.layers if self.config.layers is not None else list(range(shape.n_layers))
@@ -101,7 +114,8 @@ class IGTruthNeurons(Locator):
         attributions, paths, engine = self.attributions(context, questions, kept, sites)
         selection, testing = split_halves(len(kept), context.rng("ig-truth-neurons-split", self.config.split_seed))
         table = self.select(context, sites, attributions, selection, testing)
-        found = ComponentSet(row["name"] for row in table if row["truth_neuron"])
+        returned = [row for row in table if row["truth_neuron"] or self.config.keep == "candidates"]
+        found = ComponentSet((row["name"] for row in returned), {row["name"]: row["score"] for row in returned})
         halves = {int(kept[i]): "selection" for i in selection} | {int(kept[i]): "testing" for i in testing}
         self.write(context, questions, halves, attributions, table, engine)
         if self.config.save_attributions:
@@ -174,7 +188,8 @@ class IGTruthNeurons(Locator):
             d_test.append(d[testing][:, columns])
         result = significance(np.concatenate(d_test, axis=1), cfg.alpha)
         return [{"name": c.name, "kind": c.kind, "layer": c.layer, "index": c.index, "dim": c.dim,
-                 "share": shares[j], "mean_d": float(result.mean[j]), "t": _finite(result.t[j]), "p": float(result.p[j]),
+                 "share": shares[j], "mean_d": float(result.mean[j]), "t": _finite(result.t[j]), "score": t_score(result.t[j]),
+                 "p": float(result.p[j]),
                  "p_bonferroni": float(result.p_bonferroni[j]), "truth_neuron": bool(result.significant[j])}
                 for j, c in enumerate(chosen)]
 

@@ -1,6 +1,6 @@
 """``probe-heads``: ITI's localisation. One logistic probe per attention head predicts whether a (question,
 answer) text is truthful from the head's output at the last token; the heads whose probes do best on held-out
-questions are the located heads.
+questions are the located heads, each scored by its probe's held-out accuracy.
 
 All probes are fit at once: the L2-penalised logistic regression of every head is solved by batched Newton
 steps on a [heads, d_head + 1] parameter tensor, to the same optimum as scikit-learn's per-head
@@ -22,7 +22,7 @@ from ..common.qa import PROMPT_HELP, QA_PROMPT, check_prompt
 
 class ProbeHeadsConfig(PluginConfig):
     dataset: DatasetRef = Field(..., description="Dataset (in [datasets]) whose correct and incorrect answers train the probes: use a training split.")
-    top_k: int = Field(16, ge=1, description="How many heads to keep (ITI and Wang & Veitch: 16).")
+    top_k: int = Field(16, ge=1, description="How many heads to keep (ITI and Wang & Veitch: 16); a sweep's sizes go up to it.")
     val_fraction: float = Field(0.2, gt=0, lt=1, description="Share of the dataset's questions held out to rank the probes (ITI: 0.2).")
     c: float = Field(1.0, gt=0, description="Inverse L2 strength, as scikit-learn's C (ITI uses the default 1.0).")
     prompt: str = Field(QA_PROMPT, description=PROMPT_HELP)
@@ -97,6 +97,7 @@ class ProbeHeads(Locator):
     name = "probe-heads"
     description = "Attention heads whose logistic truthfulness probes score best on held-out questions (ITI)."
     Config = ProbeHeadsConfig
+    scored = True
 
     def locate(self, context) -> ComponentSet:
         shape = context.shape
@@ -119,7 +120,7 @@ class ProbeHeads(Locator):
         order = torch.argsort(accuracy, descending=True, stable=True)[: self.config.top_k]
         heads = [Component("head", int(i) // shape.n_heads, int(i) % shape.n_heads) for i in order]
         self._write_accuracies(context, accuracy.view(shape.n_layers, shape.n_heads), int((~val).sum()), int(val.sum()))
-        return ComponentSet(heads)
+        return ComponentSet(heads, {h.name: float(accuracy[i]) for h, i in zip(heads, order)})
 
     def _write_accuracies(self, context, accuracy: torch.Tensor, n_train: int, n_val: int) -> None:
         """``probe_heads/ARM.json`` in the run directory: every head's validation accuracy."""

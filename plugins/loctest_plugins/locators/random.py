@@ -27,7 +27,6 @@ class RandomLocator(Locator):
     def locate(self, context) -> ComponentSet:
         shape = context.shape
         rng = context.rng("random-locator", context.arm, self.config.draw)
-        per_layer = {"mlp": shape.d_mlp, "head": shape.n_heads, "attn": shape.n_heads * shape.d_head, "resid": 1}
         if self.config.match:
             wanted = context.components[self.config.match].counts_by_layer()
         else:
@@ -37,7 +36,7 @@ class RandomLocator(Locator):
             bad = [l for l in layers if not 0 <= l < shape.n_layers]
             if bad:
                 raise UserError(f"random locator: layer {bad[0]} out of range (model has {shape.n_layers} layers)")
-            width = per_layer[self.config.kind]
+            width = shape.per_layer(self.config.kind)
             if self.config.count > width * len(layers):
                 raise UserError(f"random locator: count {self.config.count} exceeds the {width * len(layers)} components available")
             flat = rng.choice(width * len(layers), size=self.config.count, replace=False)
@@ -45,11 +44,5 @@ class RandomLocator(Locator):
             for i in flat:
                 key = (self.config.kind, layers[i // width])
                 wanted[key] = wanted.get(key, 0) + 1
-        components = []
-        for (kind, layer), n in sorted(wanted.items()):
-            for i in np.sort(rng.choice(per_layer[kind], size=n, replace=False)):
-                if kind == "attn":
-                    components.append(Component(kind, layer, int(i) // shape.d_head, int(i) % shape.d_head))
-                else:
-                    components.append(Component(kind, layer, int(i)))
-        return ComponentSet(components)
+        return ComponentSet(Component.numbered(kind, layer, int(i), shape) for (kind, layer), n in sorted(wanted.items())
+                            for i in np.sort(rng.choice(shape.per_layer(kind), size=n, replace=False)))
