@@ -13,7 +13,7 @@ from loctest.models import ModelConfig
 from loctest.plugin_manager import create_host
 from loctest.recipe import SECTIONS, Comparison, DatasetSelection, PluginsSection, RunSection, Sweep
 
-from conftest import ROOT, make_backend
+from conftest import ROOT, make_model
 
 DOCS = ROOT / "docs"
 EXAMPLE = DOCS / "examples" / "example_plugin.py"
@@ -90,7 +90,7 @@ alternative = "two-sided"
     results = loctest.run(recipe, plugins_dirs=[EXAMPLE], progress=False)
 
     # the locator's choice is the top 12 of mean |activation| at the last prompt token, found independently here
-    backend = make_backend("transformer-lens", "tiny-llama")
+    backend = make_model("transformer-lens", "tiny-llama")
     from loctest_plugins.datasets.truthfulqa import TruthfulQABinary
 
     by_id = {e.id: e for e in TruthfulQABinary().load()}

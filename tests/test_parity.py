@@ -23,7 +23,7 @@ from loctest_plugins.common.binary_prompts import BinaryPromptConfig, binary_pro
 from loctest_plugins.datasets.truthfulqa import TruthfulQABinary
 from loctest_plugins.truth_neurons.ig import integrated_gradients, label_objective
 
-from conftest import BACKENDS, TINY_MODELS, cached_backend
+from conftest import BACKENDS, TINY_MODELS, cached_model
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -193,7 +193,7 @@ def test_integrated_gradients_agree(model):
     """The engine on both backends, MLP and attention sites of both layers: within IG_RTOL of the largest attribution."""
     found = {}
     for name in BACKENDS:
-        backend = cached_backend(name, model)
+        backend = cached_model(name, model)
         prompt = binary_prompts(backend, BinaryPromptConfig(system_prompt="", user_prompt=SHORT_PROMPT), [QUESTION])[1]
         labels = [[backend.answer_token_ids(t) for t in pair] for pair in (("B", "b"), ("A", "a"))]
         sites = [("mlp", 0), ("attn", 0), ("mlp", 1), ("attn", 1)]
@@ -216,7 +216,7 @@ def test_cached_generation_agrees(model):
     """Greedy generation over the key/value cache, plain and under edits at each position policy: the same text."""
     texts = {}
     for name in BACKENDS:
-        backend = cached_backend(name, model)
+        backend = cached_model(name, model)
         shape = backend.shape
         shift = torch.randn(shape.site_width("attn"), generator=torch.Generator().manual_seed(0)) * 2
         zeroed = ComponentSet([f"mlp:1:{i}" for i in range(0, shape.d_mlp, 3)])

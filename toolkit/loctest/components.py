@@ -9,7 +9,7 @@
 A :class:`ComponentSet` is an ordered, duplicate-free set of components, optionally with a score per component
 (what makes "the top k" defined: :meth:`ComponentSet.top`), that serialises to JSON and groups itself by *site*
 (one activation tensor: ``("mlp", L)``, ``("attn", L)`` or ``("resid", L)``). Each backend names a site
-its own way for the architecture at hand (``Backend.site_name``: a TransformerLens hook, an nnsight path).
+its own way for the architecture at hand (``Backend.site_name``).
 """
 from __future__ import annotations
 
