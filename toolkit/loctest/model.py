@@ -16,7 +16,8 @@ import torch
 from .backend import Backend, Batch, RunOutput, continuation_logprob_sums
 from .cache import package_versions
 from .components import ModelShape
-from .interventions import Intervention, Site
+from .errors import UserError, did_you_mean
+from .interventions import POSITION_POLICIES, Intervention, Site
 from .selfcheck import SelfChecks, difference, logprob_difference, tolerance
 
 IDENTITY_PROBE = "The quick brown fox jumps over the lazy dog. Question: is the sky green? Answer:"
@@ -192,9 +193,13 @@ class Model:
     def capture(self, prompts: Sequence[str], sites: Sequence[Site], positions: str = "prompt",
                 continuations: Sequence[str] | None = None, interventions: Sequence[Intervention] = (),
                 progress: Callable[[int], None] | None = None) -> list[dict[Site, torch.Tensor]]:
-        """Per text, site activations at the positions a policy selects ("last", "prompt", "continuation" or
-        "all", as :class:`~loctest.interventions.Intervention` positions): ``[{site: [positions, width]}]``, in
-        token order, padding never included."""
+        """Per text, site activations at the positions a policy selects: "last" (the last prompt token), "prompt"
+        (every prompt token), "continuation" (every token of ``continuations[i]``, the answer after prompt i) or
+        "all" (both; the prompt alone without continuations), as :class:`~loctest.interventions.Intervention`
+        positions: ``[{site: [positions, width]}]``, in token order, padding never included; :meth:`tokens_at`
+        gives the tokens at those positions."""
+        self._check_positions(prompts, positions, continuations)
+
         def compute(indices):
             conts = [continuations[i] for i in indices] if continuations is not None else None
             batch = self.encode([prompts[i] for i in indices], conts)
@@ -203,6 +208,24 @@ class Model:
             return [{s: acts[s][row, mask[row]].float().cpu() for s in sites} for row in range(len(indices))]
         texts = [p + (continuations[i] if continuations is not None else "") for i, p in enumerate(prompts)]
         return self._by_length(texts, compute, progress)
+
+    def tokens_at(self, prompts: Sequence[str], positions: str = "prompt",
+                  continuations: Sequence[str] | None = None) -> list[list[int]]:
+        """Per text, the token ids at the positions :meth:`capture` returns for the same arguments, in order."""
+        self._check_positions(prompts, positions, continuations)
+        batch = self.encode(prompts, continuations)
+        mask = batch.position_mask(positions)
+        return [batch.input_ids[row, mask[row]].tolist() for row in range(len(prompts))]
+
+    @staticmethod
+    def _check_positions(prompts: Sequence[str], positions: str, continuations: Sequence[str] | None) -> None:
+        """A known position policy; "continuation" with continuations; one continuation per prompt."""
+        if positions not in POSITION_POLICIES:
+            raise UserError(f"unknown position policy {positions!r}; {did_you_mean(positions, POSITION_POLICIES)}")
+        if continuations is None and positions == "continuation":
+            raise UserError(f"positions = {positions!r} needs continuations (the answer text after each prompt)")
+        if continuations is not None and len(continuations) != len(prompts):
+            raise UserError(f"{len(prompts)} prompts but {len(continuations)} continuations: give one per prompt")
 
     # -- generation ----------------------------------------------------------------------------------
     @torch.no_grad()
