@@ -177,9 +177,9 @@ def test_triviaqa_loader_names_a_missing_column(tmp_path):
 
 
 # -- report ----------------------------------------------------------------------------------------------------
-def test_heatmap_rows_keep_both_neuron_kinds():
-    assert counts_by_kind({"attn:2": 3}, neuron_rows=True) == {"mlp": {}, "attn": {2: 3}}
-    assert counts_by_kind({"head:1": 2}, neuron_rows=True) == {"head": {1: 2}}
+def test_heatmap_rows_are_the_kinds_present():
+    assert counts_by_kind({"attn:2": 3, "mlp:0": 1}) == {"mlp": {0: 1}, "attn": {2: 3}}
+    assert counts_by_kind({"head:1": 2}) == {"head": {1: 2}}
 
 
 RECIPE = """

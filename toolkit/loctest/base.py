@@ -81,6 +81,10 @@ class Scorer(Plugin):
     metrics: ClassVar[tuple[str, ...]] = ()
     higher_is_better: ClassVar[dict[str, bool]] = {}
     cost_metrics: ClassVar[tuple[str, ...]] = ()  # what an edit costs (e.g. KL): the report plots other metrics against these
+    chance: ClassVar[dict[str, float]] = {}  # per metric, what guessing uniformly scores (binary choice: accuracy 0.5)
+    # False when repetitions are not independent draws (e.g. bootstrap resamples of the same examples): Welch's
+    # test across them is then invalid, and the report says so
+    independent_repetitions: ClassVar[bool] = True
 
     def score(self, context: RunContext, interventions: list[Intervention]) -> Scores:
         raise NotImplementedError

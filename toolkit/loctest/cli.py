@@ -9,6 +9,7 @@ import warnings
 from contextlib import contextmanager
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from .errors import LoctestWarning, RecipeError, UserError
@@ -100,13 +101,20 @@ def cmd_validate(args, console: Console) -> int:
 
 
 def cmd_run(args, console: Console) -> int:
-    from .report import EMPTY_ARM_NOTE, empty_located_arms, results_table
+    from .report import EMPTY_ARM_NOTE, empty_located_arms, located_vs_draws_table, results_table
     from .runner import run_recipe
+    from .verdict import sentence, warnings_of
 
     results = run_recipe(args.recipe, parse_assignments(args.set), out=args.out, limit=args.limit, device=args.device,
                          backend=args.backend, plugins_dirs=args.plugins_dir, blocked_plugins=args.no_plugin,
                          progress=not args.no_progress, console=Console(stderr=True))
     console.print(results_table(results))
+    if (draws_table := located_vs_draws_table(results.data)) is not None:
+        console.print(draws_table)
+    for line in [sentence(results.data, c) for c in results.comparisons]:
+        console.print(line, soft_wrap=True, highlight=False, markup=False)
+    for line in warnings_of(results.data):
+        console.print(f"[yellow]warning:[/] {escape(line)}", soft_wrap=True, highlight=False)
     for arm in empty_located_arms(results.data):
         console.print(f"[yellow]warning:[/] arm {arm!r} {EMPTY_ARM_NOTE}", highlight=False)
     console.print(f"Report: {results.run_dir / 'report.md'}", soft_wrap=True)

@@ -4,13 +4,18 @@ arms a sweep generates appear only there). Plugins draw their own figures and sa
 ``RunResults.save_figure``."""
 from __future__ import annotations
 
+import textwrap
+
 import matplotlib
 import numpy as np
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from .verdict import ALPHA  # noqa: E402
+
 KIND_LABELS = {"mlp": "MLP neurons", "attn": "attention neurons", "head": "attention heads", "resid": "residual-stream layers"}
+TITLE_SIZE = 10
 
 
 def recipe_arms(results) -> dict[str, dict]:
@@ -27,31 +32,77 @@ def metric_rows(results):
                     yield arm, scorer, metric, s
 
 
-def counts_by_kind(counts_by_layer: dict[str, int], neuron_rows: bool = False) -> dict[str, dict[int, int]]:
-    """{"kind:layer": n} as {kind: {layer: n}}, kinds in KIND_LABELS order. ``neuron_rows``: when MLP or
-    attention neurons are present, both kinds get a row (empty or not), as in the paper's Figure 5."""
+def counts_by_kind(counts_by_layer: dict[str, int]) -> dict[str, dict[int, int]]:
+    """{"kind:layer": n} as {kind: {layer: n}}, kinds in KIND_LABELS order."""
     found: dict[str, dict[int, int]] = {}
     for key, n in counts_by_layer.items():
         kind, layer = key.split(":")
         found.setdefault(kind, {})[int(layer)] = n
-    if neuron_rows and {"mlp", "attn"} & set(found):
-        found = {"mlp": {}, "attn": {}} | found
     return {k: found[k] for k in sorted(found, key=list(KIND_LABELS).index)}
 
 
+def metric_label(metric: str) -> str:
+    """"SCORER.METRIC" in words: "correct prob (scorer truthfulqa)"."""
+    scorer, _, name = metric.partition(".")
+    return f"{name.replace('_', ' ')} (scorer {scorer})"
+
+
+def wrapped_title(ax, text: str) -> None:
+    """A title broken into lines that fit the figure's width, so that no part of it is cut off."""
+    chars = max(20, int(ax.figure.get_figwidth() * 72 / (0.6 * TITLE_SIZE)))
+    ax.set_title("\n".join(textwrap.wrap(text, chars)), fontsize=TITLE_SIZE)
+
+
+def significance_marks(results, metric: str) -> dict[str, list[str]]:
+    """Per arm, the p of each comparison on ``metric`` that tests it (the treatment; the arm ranked among draws),
+    starred below ALPHA."""
+    marks: dict[str, list[str]] = {}
+    for c in results.data["comparisons"]:
+        if c["metric"] == metric and c.get("p") is not None:
+            tested, against = (c["baseline"], "draws") if c.get("unit") == "arm" else (c["treatment"], c["baseline"])
+            marks.setdefault(tested, []).append(f"p={c['p']:.2g}{'*' if c['p'] < ALPHA else ''} vs {against}")
+    return marks
+
+
+def reference_lines(results, ax, metric: str, means: dict[str, float]) -> None:
+    """The scorer's chance level and the unedited arm's mean as horizontal lines."""
+    scorer, _, name = metric.partition(".")
+    chance = results.data.get("scorer_metrics", {}).get(scorer, {}).get("chance", {}).get(name)
+    if chance is not None:
+        ax.axhline(chance, color="#777777", linestyle=":", linewidth=1.2, label=f"chance ({chance:g})")
+    arms = recipe_arms(results)
+    unedited = next((arm for arm in means if not arms[arm]["editor"]), None)
+    if unedited is not None:
+        ax.axhline(means[unedited], color="#e45756", linestyle="--", linewidth=1.2,
+                   label=f"unedited ({unedited}): {means[unedited]:.3g}")
+
+
 def metric_bars(results, metric: str, rows: list) -> str:
-    fig, ax = plt.subplots(figsize=(max(4, 1.2 * len(rows)), 3.2))
-    ax.bar([r[0] for r in rows], [r[1] for r in rows], yerr=[r[2] for r in rows], capsize=4, color="#4c78a8")
-    ax.set_ylabel(metric)
-    ax.set_title(f"{metric} per arm (mean ± std over repetitions)")
+    """Each arm's mean ± std, the chance and unedited lines, and the p of the comparisons testing each arm."""
+    fig, ax = plt.subplots(figsize=(max(5.5, 1.3 * len(rows)), 4.2))
+    arms, means, stds = [r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows]
+    bars = ax.bar(arms, means, yerr=stds, capsize=4, color="#4c78a8")
+    marks = significance_marks(results, metric)
+    ax.bar_label(bars, labels=["\n".join(marks.get(arm, [])) for arm in arms], padding=3, fontsize=7)
+    reference_lines(results, ax, metric, dict(zip(arms, means)))
+    levels = [m + s for m, s in zip(means, stds)] + [line.get_ydata()[0] for line in ax.get_lines()]
+    low, high = min(0.0, *(m - s for m, s in zip(means, stds))), max(0.0, *levels)
+    ax.set_ylim(low, high + 0.3 * (high - low or 1.0))  # room above for the p labels and the legend
+    ax.set_ylabel(metric_label(metric))
+    ax.set_xlabel("arm")
+    wrapped_title(ax, f"{metric_label(metric)} per arm: mean ± std over repetitions (p: the comparisons on this "
+                      f"metric, * below {ALPHA})")
     ax.tick_params(axis="x", rotation=20)
+    plt.setp(ax.get_xticklabels(), ha="right", rotation_mode="anchor")
+    if ax.get_lines():
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # outside: it never hides a bar
     return results.save_figure(fig, f"{metric}.png")
 
 
 def layer_heatmap(results, arm: str, counts_by_layer: dict[str, int]) -> str:
     """Figure 5 of Truth Neurons: each cell is the share of the arm's components in that layer (rows: kinds)."""
     n_layers = results.data["model"]["n_layers"]
-    by_kind = counts_by_kind(counts_by_layer, neuron_rows=True)
+    by_kind = counts_by_kind(counts_by_layer)
     total = sum(counts_by_layer.values())
     grid = np.zeros((len(by_kind), n_layers))
     for row, layers in enumerate(by_kind.values()):
@@ -63,8 +114,8 @@ def layer_heatmap(results, arm: str, counts_by_layer: dict[str, int]) -> str:
     step = max(1, n_layers // 16)
     ax.set_xticks(range(0, n_layers, step))
     ax.set_xlabel("layer")
-    ax.set_title(f"{arm}: share of its {total} components in each layer")
-    fig.colorbar(image, ax=ax, fraction=0.03, pad=0.02)
+    wrapped_title(ax, f"{arm}: share of its {total} components in each layer")
+    fig.colorbar(image, ax=ax, fraction=0.04, pad=0.02).set_label("share of components", fontsize=8)
     return results.save_figure(fig, f"layers_{arm}.png")
 
 
@@ -79,9 +130,9 @@ def tradeoff_plot(results, metric: str, cost: str, points: list[tuple[str, str, 
         ax.scatter([x for x, _ in mine], [y for _, y in mine], color=colors(i % 10), label=group, s=36)
     for arm, _, x, y in points:
         ax.annotate(arm, (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
-    ax.set_xlabel(f"{cost} (cost of the edit)")
-    ax.set_ylabel(metric)
-    ax.set_title(f"{metric} against {cost}, one point per arm (means)", fontsize=10)
+    ax.set_xlabel(f"{metric_label(cost)}: cost of the edit")
+    ax.set_ylabel(metric_label(metric))
+    wrapped_title(ax, f"{metric_label(metric)} against {metric_label(cost)}, one point per arm (means)")
     ax.legend(fontsize=8, title="locator", title_fontsize=8)
     return results.save_figure(fig, f"{metric}_vs_{cost}.png")
 
@@ -137,8 +188,8 @@ def sweep_plot(results, arm: str, metric: str, curves: dict, draws: int) -> str:
     ax.set_xscale("log", base=2)
     ax.set_xticks(sizes, [str(k) for k in sizes])
     ax.set_xlabel("k (components edited, log scale)")
-    ax.set_ylabel(f"{metric} (mean over repetitions)")
-    ax.set_title(f"{metric} against k: {arm}'s top k vs matched random draws\n"
-                 f"area {curves['area']:+.3g} over log2 k, rank p {curves['p']:.3g} ({curves['alternative']})", fontsize=10)
+    ax.set_ylabel(f"{metric_label(metric)}, mean over repetitions")
+    wrapped_title(ax, f"{metric_label(metric)} against k: {arm}'s top k vs matched random draws; area "
+                      f"{curves['area']:+.3g} over log2 k, rank p {curves['p']:.3g} ({curves['alternative']})")
     ax.legend(fontsize=8)
     return results.save_figure(fig, f"sweep_{arm}_{metric}.png")

@@ -17,10 +17,12 @@ from .components import ModelShape
 from .errors import UserError
 
 EMBEDDED_MODEL = "smollm2-135m-instruct"
-CAVEATS = {  # by model name: written into results.json ("model" / "caveat") and shown at the top of the report
-    EMBEDDED_MODEL: "The embedded SmolLM2-135M-Instruct is a 135M-parameter model: on TruthfulQA binary choice it "
-                    "sits near chance and prefers the label 'A'. Treat its numbers as a demonstration of the "
-                    "pipeline, not as evidence about larger models.",
+TRUTHFULQA_SMALL_MODEL = ("The embedded SmolLM2-135M-Instruct is a 135M-parameter model: on TruthfulQA binary choice "
+                          "it sits near chance and prefers the label 'A'. Treat its numbers as a demonstration of the "
+                          "pipeline, not as evidence about larger models.")
+CAVEATS = {  # by model name, then by the dataset plugin whose numbers the caveat is about: written into
+    # results.json ("model" / "caveat") and shown at the top of the report of runs with such a dataset
+    EMBEDDED_MODEL: {"truthfulqa-binary": TRUTHFULQA_SMALL_MODEL, "truthfulqa-mc": TRUTHFULQA_SMALL_MODEL},
 }
 NULL_MODEL_CAVEAT = ("NULL MODEL: every weight of this run's model was re-drawn at random ([model] init = 'random', "
                      "init_seed = {seed}); it knows nothing. Components found here, and effects measured here, are "
@@ -29,11 +31,13 @@ TINY_PREFIX = "tiny-"
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
-def model_caveat(config: "ModelConfig") -> str | None:
-    """What a reader must know about the run's model before its numbers (the null model, a small model)."""
+def model_caveat(config: "ModelConfig", dataset_plugins: set[str]) -> str | None:
+    """What a reader must know about the run's model before its numbers: the null model's caveat, or those
+    :data:`CAVEATS` holds for the model and the run's datasets (``dataset_plugins``: their plugin names)."""
     if config.init == "random":
         return NULL_MODEL_CAVEAT.format(seed=config.init_seed)
-    return CAVEATS.get(config.name)
+    by_dataset = CAVEATS.get(config.name, {})
+    return " ".join(dict.fromkeys(by_dataset[p] for p in sorted(dataset_plugins) if p in by_dataset)) or None
 
 
 class ModelConfig(PluginConfig):

@@ -1,7 +1,9 @@
-"""The run directory: results.json, components, per-example details, figures and a Markdown report.
+"""The run directory: results.json, components, per-example details, figures, a Markdown report and the same
+report as a self-contained HTML page.
 
-The report is generic: scores, comparisons (with the paired tests scorers add in loctest.stats' format),
-sweeps, self-checks, figures and files. Plugins add sections of their own through the ``loctest_report_sections`` hook.
+The report is generic: a verdict per comparison (loctest.verdict), scores, comparisons (with the paired tests
+scorers add in loctest.stats' format), located arms against their random draws, sweeps, self-checks, figures
+and files. Plugins add sections of their own through the ``loctest_report_sections`` hook.
 """
 from __future__ import annotations
 
@@ -10,7 +12,8 @@ import json
 from rich.table import Table
 
 from .figures import counts_by_kind, figures, metric_rows, recipe_arms, sweep_figures
-from .stats import draws_needed
+from .html_report import html_page
+from .verdict import ALPHA, p_floor, verdict_lines
 
 EMPTY_ARM_NOTE = "found no components: the arm was scored unedited"
 
@@ -147,7 +150,74 @@ def comparison_lines(d: dict) -> list[str]:
                   "the baseline arm's mean ranked among the means of independent control draws (the draw is the unit); "
                   "'treatment mean' is then the first draw's. Rank p is exact, a multiple of 1 / (draws + 1) "
                   "(twice that two-sided), so it cannot go below the smallest value shown beside it."]
-    return lines + unreachable_alpha_warnings(d["comparisons"]) + effect_tables(d) + paired_tests(d)
+    return lines + effect_tables(d) + paired_tests(d)
+
+
+def unedited_arm(d: dict) -> str | None:
+    """The first of the recipe's arms with no editor: the reference of "effect"."""
+    return next((arm for arm, a in d["arms"].items() if not a["editor"] and "sweep" not in a), None)
+
+
+def located_vs_draws_rows(d: dict) -> list[dict]:
+    """Per comparison ranked among random draws: the located arm's locator, editor and metric, its effect (mean
+    minus the unedited arm's, or its raw mean without one), the draws' effects (min, mean, max), and the rank p."""
+    reference = unedited_arm(d)
+    rows = []
+    for c in d["comparisons"]:
+        if c.get("unit") != "arm":
+            continue
+        scorer, _, metric = c["metric"].partition(".")
+        offset = d["arms"][reference]["scores"][scorer][metric]["mean"] if reference else 0.0
+        located, draws = d["arms"][c["baseline"]], [m - offset for m in c["draw_means"]]
+        rows.append({"arm": c["baseline"], "locator": (located["locator"] or {}).get("plugin", "listed components"),
+                     "editor": (located["editor"] or {}).get("plugin", "none"), "metric": c["metric"],
+                     "effect": c["baseline_mean"] - offset, "draws": len(draws), "random_min": min(draws),
+                     "random_mean": sum(draws) / len(draws), "random_max": max(draws),
+                     "p": p_text(c, "rank, " + c["alternative"])})
+    return rows
+
+
+def located_vs_draws_header(d: dict) -> list[str]:
+    """The columns of the located-vs-random-draws table: effects against the unedited arm, or raw means."""
+    reference = unedited_arm(d)
+    value = f"effect (− {reference})" if reference else "mean"
+    return ["locator × editor", "arm", "metric", value, f"random {value}: min – max", "random mean", "p"]
+
+
+def located_vs_draws_cells(row: dict) -> list[str]:
+    return [f"{row['locator']} × {row['editor']}", row["arm"], row["metric"], f"{row['effect']:+.3g}",
+            f"{row['random_min']:+.3g} – {row['random_max']:+.3g} ({row['draws']} draws)", f"{row['random_mean']:+.3g}",
+            row["p"]]
+
+
+def located_vs_draws_lines(d: dict) -> list[str]:
+    """The report's "Located vs matched random draws" table (issue: both kinds of evidence, one row per locator
+    x editor and metric)."""
+    rows = located_vs_draws_rows(d)
+    if not rows:
+        return []
+    reference = unedited_arm(d)
+    header = located_vs_draws_header(d)
+    return ["", "## Located vs matched random draws", "",
+            "Each arm ranked among random draws, edited alike: its "
+            + (f"effect (its mean minus the unedited arm {reference}'s)" if reference else
+               "mean (no arm is unedited, so no effect is taken)")
+            + ", the draws' spread and mean, and the rank p (exact, never below 1 / (draws + 1)).", "",
+            "| " + " | ".join(header) + " |", "|" + "---|" * len(header),
+            *("| " + " | ".join(located_vs_draws_cells(row)) + " |" for row in rows)]
+
+
+def located_vs_draws_table(d: dict) -> Table | None:
+    """The same table for the terminal, or None when no comparison ranks an arm among draws."""
+    rows = located_vs_draws_rows(d)
+    if not rows:
+        return None
+    table = Table(title="located vs matched random draws")
+    for column in located_vs_draws_header(d):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*located_vs_draws_cells(row))
+    return table
 
 
 def sweep_lines(d: dict, figure_of: dict[tuple[str, str], str]) -> list[str]:
@@ -168,18 +238,20 @@ def sweep_lines(d: dict, figure_of: dict[tuple[str, str], str]) -> list[str]:
 
 
 def markdown(results, figure_files: list[str], sections: list[str], sweep_figure_files: dict[tuple[str, str], str]) -> str:
-    """The report: what ran, scores, comparisons, sweeps (with ``sweep_figure_files``), metrics several scorers share,
-    the plugins' ``sections``, self-checks, the host's figures and the files."""
+    """The report: what ran, the verdict, scores, comparisons, located arms against their random draws, sweeps (with
+    ``sweep_figure_files``), metrics several scorers share, the plugins' ``sections``, self-checks, the host's
+    figures and the files."""
     d = results.data
-    lines = (header_lines(results) + score_lines(results) + comparison_lines(d) + sweep_lines(d, sweep_figure_files)
-             + metric_matrices(d))
+    lines = (header_lines(results) + verdict_lines(d) + score_lines(results) + comparison_lines(d)
+             + located_vs_draws_lines(d) + sweep_lines(d, sweep_figure_files) + metric_matrices(d))
     for section in sections:
         lines += ["", section.strip()]
     lines += self_check_lines(d)
     lines += ["", "## Figures", ""] + [f"![{f}]({f})" for f in figure_files]
     lines += ["", "## Files", "", "- `results.json`: resolved recipe, seeds, versions, per-repetition values, statistics, timings",
               "- `components/ARM.json`: located components with their TransformerLens and nnsight names",
-              "- `details/ARM.SCORER.json`: per-example values"]
+              "- `details/ARM.SCORER.json`: per-example values",
+              "- `report.html`: this report as one page, figures inline"]
     return "\n".join(lines) + "\n"
 
 
@@ -217,20 +289,13 @@ def write_outputs(results, sections: list[str]) -> None:
     figure_files = figures(results)
     sweep_figure_files = sweep_figures(results)
     (run_dir / "results.json").write_text(json.dumps(results.data, indent=1, default=str))
-    (run_dir / "report.md").write_text(markdown(results, figure_files, sections, sweep_figure_files))
+    report = markdown(results, figure_files, sections, sweep_figure_files)
+    (run_dir / "report.md").write_text(report)
+    (run_dir / "report.html").write_text(html_page(report, run_dir, f"loctest run: {run_dir.name}"))
 
 
 def method_name(comparison: dict) -> str:
     return "rank" if comparison.get("unit") == "arm" else "Welch"
-
-
-ALPHA = 0.05  # the conventional level the report warns about
-
-
-def p_floor(c: dict) -> str:
-    """'smallest possible with N draws: X', from a comparison's ``min_p`` (the smallest p its design can reach)."""
-    design = f" with {c['draws']} draws" if "draws" in c else ""
-    return f"smallest possible{design}: {c['min_p']:.4g}"
 
 
 def p_text(c: dict, *labels: str) -> str:
@@ -238,16 +303,6 @@ def p_text(c: dict, *labels: str) -> str:
     above 0."""
     notes = [*labels, *([p_floor(c)] if c.get("min_p") else [])]
     return fmt(c["p"], 4) + (f" ({'; '.join(notes)})" if notes else "")
-
-
-def unreachable_alpha_warnings(comparisons: list[dict]) -> list[str]:
-    """A warning per comparison whose design cannot reach p <= ALPHA, whatever the data."""
-    warnings = [f"- **Warning:** {c['baseline']} vs {c['treatment']}, {c['metric']}: this design cannot reach "
-                f"p ≤ {ALPHA} ({p_floor(c)})"
-                + (f"; add draws ({draws_needed(ALPHA, c['alternative'])} draws can reach it)" if "draws" in c else "")
-                + "."
-                for c in comparisons if (c.get("min_p") or 0) > ALPHA]
-    return ["", *warnings] if warnings else []
 
 
 def results_table(results) -> Table:

@@ -362,10 +362,12 @@ class Run:
             },
             "seed": recipe.run.seed,
             "versions": versions(),
-            "model": {"name": recipe.model.name, "init": recipe.model.init, "caveat": model_caveat(recipe.model),
+            "model": {"name": recipe.model.name, "init": recipe.model.init,
+                      "caveat": model_caveat(recipe.model, {spec.plugin for spec, _ in recipe.datasets.values()}),
                       "device": str(model.device), "dtype": recipe.model.dtype, **vars(model.shape)},
             "datasets": {n: {"n": len(loaded[n]), "ids": [e.id for e in loaded[n]]} for n in recipe.datasets if n in loaded},
-            "scorer_metrics": {n: {"higher_is_better": s.cls.higher_is_better, "cost": list(s.cls.cost_metrics)}
+            "scorer_metrics": {n: {"higher_is_better": s.cls.higher_is_better, "cost": list(s.cls.cost_metrics),
+                                   "chance": s.cls.chance, "independent_repetitions": s.cls.independent_repetitions}
                                for n, s in recipe.scorers.items()},
             "arms": self.arms,
             "comparisons": comparisons,

@@ -63,6 +63,7 @@ class BinaryChoice(Scorer):
     Config = BinaryChoiceConfig
     metrics = ("accuracy", "correct_prob")
     higher_is_better = {"accuracy": True, "correct_prob": True}
+    chance = {"accuracy": 0.5}
 
     def score(self, context, interventions) -> Scores:
         examples = context.dataset(self.config.dataset)
