@@ -1,5 +1,7 @@
-"""Shared fixtures: tiny random-initialised models on both backends, the embedded model, a plugin host, drop-in
-plugin files, and for integrated gradients a binary-choice prompt and a tiny model with a planted mechanism."""
+"""Shared helpers: the embedded model, drop-in plugin files, and for integrated gradients a binary-choice prompt
+and a tiny model with a planted mechanism. Tiny random models on both backends (the ``backend_name`` and
+``tiny_model`` fixtures, ``make_model``, ``cached_model``), ``plugin_host`` and ``tiny_recipe`` come from loctest's
+pytest plugin, :mod:`loctest.testing`, which plugin authors' test suites use too."""
 from __future__ import annotations
 
 import functools
@@ -12,50 +14,16 @@ import pytest
 import torch
 
 from loctest import Example
-from loctest.model import Model
-from loctest.models import ModelConfig, load_model
-from loctest.plugin_manager import create_host
-from loctest_plugins.common.binary_prompts import BinaryPromptConfig, binary_prompts
-from loctest_plugins.truth_neurons.ig import label_objective
+
+pytest.register_assert_rewrite("loctest.testing")  # before its import: pytest_plugins below loads it as a plugin
+from loctest.testing import BACKENDS, TINY_MODELS, cached_model, make_model, plugin_host, tiny_recipe  # noqa: E402, F401
+from loctest_plugins.common.binary_prompts import BinaryPromptConfig, binary_prompts  # noqa: E402
+from loctest_plugins.truth_neurons.ig import label_objective  # noqa: E402
+
+pytest_plugins = ["loctest.testing"]  # its pytest11 entry point loads it too; this also covers PYTEST_DISABLE_PLUGIN_AUTOLOAD
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = ROOT.parent / "shared" / "data"
-BACKENDS = ["transformer-lens", "nnsight"]
-TINY_MODELS = ["tiny-llama", "tiny-gpt2", "tiny-gpt-neox", "tiny-qwen2", "tiny-gemma2"]
-
-
-def tiny_recipe(folder: Path, body: str, name: str = "recipe.toml") -> Path:
-    """A recipe file on tiny-llama (CPU) whose runs and cache stay in ``folder``; ``body`` adds the rest."""
-    path = folder / name
-    path.write_text(f'[run]\nout = "{folder / "runs"}"\ncache = "{folder / "cache"}"\n'
-                    f'[model]\nname = "tiny-llama"\ndevice = "cpu"\n{body}')
-    return path
-
-
-@functools.cache
-def plugin_host():
-    return create_host(autoload=False)
-
-
-def make_model(backend: str = "transformer-lens", model: str = "tiny-llama", **model_options) -> Model:
-    """A freshly loaded model reached through a fresh backend (each backend owns its model object)."""
-    loaded = load_model(ModelConfig(name=model, device="cpu", **model_options))
-    return Model(plugin_host().registry("backend").get(backend)(loaded))
-
-
-@functools.cache
-def cached_model(backend: str, model: str = "tiny-llama", layers: int = 2):
-    return make_model(backend, model, tiny_layers=layers)
-
-
-@pytest.fixture(params=BACKENDS)
-def backend_name(request):
-    return request.param
-
-
-@pytest.fixture
-def tiny_model(backend_name):
-    return cached_model(backend_name)
 
 
 def has_embedded_model() -> bool:
