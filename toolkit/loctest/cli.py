@@ -1,7 +1,8 @@
-"""``loctest run | validate | plugins``. Exit codes: 0 success, 2 user error, 1 internal error."""
+"""``loctest run | validate | plugins [NAME] | new``. Exit codes: 0 success, 2 user error, 1 internal error."""
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import sys
 import traceback
@@ -12,7 +13,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from .errors import LoctestWarning, RecipeError, UserError
+from .errors import LoctestWarning, RecipeError, UserError, did_you_mean
 from .recipe import parse_assignments
 from .references import type_text
 
@@ -44,9 +45,17 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     _common_flags(validate)
 
-    plugins = sub.add_parser("plugins", help="List plugins by kind with their config fields.")
+    plugins = sub.add_parser("plugins", help="List plugins by kind with their config fields and metrics, or show one.")
+    plugins.add_argument("name", nargs="?", help="Show this plugin: its config, metrics and documentation.")
     plugins.add_argument("--json", action="store_true", help="Machine-readable output.")
     _common_flags(plugins)
+
+    new = sub.add_parser("new", help="Write a new plugin file with its tests and a tiny recipe that uses it.")
+    new.add_argument("kind", help="locator, editor or scorer.")
+    new.add_argument("name", help="The plugin's name (lowercase, dash-separated, e.g. my-locator).")
+    new.add_argument("--dir", default=".", help="Folder for the files (default: the current folder; made if missing).")
+    _common_flags(new)
+
     return parser
 
 
@@ -60,8 +69,82 @@ def describe_plugins(host) -> dict:
                        "required": info.is_required(), "description": info.description or ""}
                       for f, info in cls.Config.model_fields.items()]
             out[kind].append({"name": name, "description": cls.description, "plugin": registry.owner(name),
-                              "metrics": list(getattr(cls, "metrics", ())), "config": fields})
+                              "metrics": list(getattr(cls, "metrics", ())),
+                              "higher_is_better": dict(getattr(cls, "higher_is_better", {})), "config": fields,
+                              "doc": plugin_doc(cls), "source": inspect.getsourcefile(cls)})
     return out
+
+
+def plugin_doc(cls: type) -> str:
+    """A plugin class's own docstring, else its module's (a base class's docstring says nothing about it)."""
+    doc = cls.__dict__.get("__doc__") or getattr(inspect.getmodule(cls), "__doc__", None) or ""
+    return inspect.cleandoc(doc)
+
+
+def field_line(field: dict) -> str:
+    """``name: type = default`` of a config field."""
+    return f"{field['name']}: {field['type']} = {'(required)' if field['required'] else repr(field['default'])}"
+
+
+def named_plugin(name: str, listing: dict) -> dict:
+    """The entries of ``listing`` (by kind) named ``name``: one per kind that has such a plugin."""
+    found = {kind: [e for e in entries if e["name"] == name] for kind, entries in listing.items()}
+    if not any(found.values()):
+        names = {e["name"] for entries in listing.values() for e in entries}
+        raise UserError(f"no plugin named {name!r}; {did_you_mean(name, names)}")
+    return {kind: entries for kind, entries in found.items() if entries}
+
+
+def metric_text(entry: dict) -> str:
+    """A scorer's metrics with their direction: ``accuracy (higher is better), ...``."""
+    better = entry["higher_is_better"]
+    return ", ".join(m + (f" ({'higher' if better[m] else 'lower'} is better)" if m in better else "") for m in entry["metrics"])
+
+
+def show_plugin(kind: str, entry: dict, console: Console) -> None:
+    """One plugin: its kind, owner and source file, description, documentation, config fields and metrics."""
+    console.print(f"[bold]{kind} {escape(entry['name'])}[/] (from {escape(entry['plugin'])}, {escape(str(entry['source']))})",
+                  soft_wrap=True, highlight=False)
+    console.print(escape(entry["description"]), soft_wrap=True, highlight=False)
+    if entry["doc"]:
+        console.print("\n" + escape(entry["doc"]) + "\n", soft_wrap=True, highlight=False)
+    if entry["metrics"]:
+        console.print(f"metrics: {escape(metric_text(entry))}", soft_wrap=True, highlight=False)
+    table = Table(title="config", title_justify="left")
+    for col in ("key", "type", "default", "description"):
+        table.add_column(col)
+    for f in entry["config"]:
+        table.add_row(f["name"], escape(f["type"]), "(required)" if f["required"] else escape(repr(f["default"])),
+                      escape(f["description"]))
+    console.print(table if entry["config"] else "config: (no settings)", highlight=False)
+
+
+def plugins_table(kind: str, entries: list[dict]) -> Table:
+    """The plugins of one kind: name, owner, description, config fields with their descriptions, and metrics."""
+    table = Table(title=f"{kind}s", show_lines=True, title_justify="left")
+    columns = ["name", "from", "description", "config"] + (["metrics"] if any(e["metrics"] for e in entries) else [])
+    for col in columns:
+        table.add_column(col)
+    for e in entries:
+        config = "\n".join(f"{escape(field_line(f))}\n  [dim]{escape(f['description'])}[/]" for f in e["config"])
+        row = [e["name"], e["plugin"], escape(e["description"]), config, escape(metric_text(e))]
+        table.add_row(*row[:len(columns)])
+    return table
+
+
+def cmd_new(args, console: Console) -> int:
+    from pathlib import Path
+
+    from .plugin_manager import create_host
+    from .scaffold import write_skeleton
+
+    host = create_host(extra_paths=args.plugins_dir, blocked=args.no_plugin)
+    written = write_skeleton(args.kind, args.name, Path(args.dir), host)
+    plugin, test, recipe = written
+    console.print(f"Wrote {', '.join(map(str, written))}", soft_wrap=True, highlight=False)
+    console.print(f"Next: pytest {test}  |  loctest run {recipe}  |  loctest plugins {args.name} --plugins-dir {plugin}",
+                  soft_wrap=True, highlight=False)
+    return 0
 
 
 def warn_failures(host) -> None:
@@ -73,19 +156,15 @@ def cmd_plugins(args, console: Console) -> int:
     from .plugin_manager import create_host
 
     host = create_host(extra_paths=args.plugins_dir, blocked=args.no_plugin)
-    listing = describe_plugins(host)
+    listing = describe_plugins(host) if args.name is None else named_plugin(args.name, describe_plugins(host))
     if args.json:
         print(json.dumps({"plugins": listing, "failures": host.failures}, indent=1, default=str))
         return 0
     for kind, entries in listing.items():
-        table = Table(title=f"{kind}s", show_lines=False, title_justify="left")
-        for col in ("name", "from", "description", "config"):
-            table.add_column(col)
-        for e in entries:
-            config = "\n".join(f"{f['name']}: {f['type']} = {'(required)' if f['required'] else repr(f['default'])}"
-                               for f in e["config"])
-            table.add_row(e["name"], e["plugin"], e["description"], config)
-        console.print(table)
+        for e in entries if args.name else ():
+            show_plugin(kind, e, console)
+        if not args.name:
+            console.print(plugins_table(kind, entries))
     warn_failures(host)
     return 0
 
@@ -158,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         with one_line_warnings():
-            return {"run": cmd_run, "validate": cmd_validate, "plugins": cmd_plugins}[args.command](args, Console())
+            return {"run": cmd_run, "validate": cmd_validate, "plugins": cmd_plugins, "new": cmd_new}[args.command](args, Console())
     except (Exception, KeyboardInterrupt) as err:  # the CLI's last line of defence: exit codes, no traceback
         code = report_error(err)
         if args.traceback:
