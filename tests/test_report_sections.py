@@ -78,7 +78,8 @@ def test_a_drop_in_scorer_adds_its_own_section_and_figure(tmp_path, monkeypatch)
     plugins = tmp_path / "plugins"
     plugins.mkdir()
     (plugins / "edit_count.py").write_text(EDIT_COUNT)
-    monkeypatch.setitem(models.CAVEATS, "tiny-llama", "Random weights: its numbers mean nothing.")
+    monkeypatch.setitem(models.CAVEATS, "tiny-llama", {"truthfulqa-binary": "Random weights: its numbers mean nothing.",
+                                                       "mmlu": "About MMLU, which this run has not."})
     try:
         results = loctest.run(tiny_recipe(tmp_path, RECIPE), plugins_dirs=[plugins], progress=False)
     finally:
@@ -93,12 +94,12 @@ def test_a_drop_in_scorer_adds_its_own_section_and_figure(tmp_path, monkeypatch)
     assert (results.run_dir / "figures" / "edit_count.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert report.index("## Comparisons") < report.index("## Edits per arm") < report.index("## Self-checks")
     assert results.data["model"]["caveat"] == "Random weights: its numbers mean nothing."
-    assert "\n> Random weights: its numbers mean nothing.\n" in report
+    assert "\n> Random weights: its numbers mean nothing.\n" in report and "About MMLU" not in report
     assert "Probability of the correct answer" not in report  # no binary-choice scorer, no binary-choice section
 
 
 def test_the_embedded_model_carries_its_caveat_into_the_report():
-    caveat = models.CAVEATS[models.EMBEDDED_MODEL]
+    caveat = models.CAVEATS[models.EMBEDDED_MODEL]["truthfulqa-binary"]
     assert "near chance" in caveat and "'A'" in caveat
     model = {"name": models.EMBEDDED_MODEL, "caveat": caveat, "n_layers": 30, "n_heads": 9, "d_head": 64, "d_mlp": 1536,
              "device": "cpu"}
