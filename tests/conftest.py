@@ -14,11 +14,9 @@ import pytest
 import torch
 
 from loctest import Example
-
-pytest.register_assert_rewrite("loctest.testing")  # before its import: pytest_plugins below loads it as a plugin
-from loctest.testing import BACKENDS, TINY_MODELS, cached_model, make_model, plugin_host, tiny_recipe  # noqa: E402, F401
-from loctest_plugins.common.binary_prompts import BinaryPromptConfig, binary_prompts  # noqa: E402
-from loctest_plugins.truth_neurons.ig import label_objective  # noqa: E402
+from loctest.testing import BACKENDS, TINY_MODELS, cached_model, make_model, plugin_host, tiny_recipe  # noqa: F401
+from loctest_plugins.common.binary_prompts import BinaryPromptConfig, binary_prompts
+from loctest_plugins.truth_neurons.ig import label_objective
 
 pytest_plugins = ["loctest.testing"]  # its pytest11 entry point loads it too; this also covers PYTEST_DISABLE_PLUGIN_AUTOLOAD
 

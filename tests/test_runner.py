@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 
 import loctest
-from loctest import ComponentSet, ModelShape, RunContext
+from loctest import ComponentSet, ModelShape, RunContext, RunResults
 from loctest.cli import main
 from loctest.progress import Progress
-from loctest.runner import RunResults, new_run_dir
+from loctest.runner import new_run_dir
 from loctest.stats import summary
 from loctest_plugins.locators.random import RandomLocator
 from conftest import tiny_recipe, write_plugin

@@ -25,7 +25,7 @@ def binary_scores(p_correct, orders, categories) -> Scores:
     n = len(p_correct)
     return Scores(values={"accuracy": [0.5] * len(orders)},
                   details={"id": [f"q{i}" for i in range(n)], "category": categories, "p_correct": p_correct,
-                           "p_incorrect": [[0.1, 0.1]] * n, "orders": orders})
+                           "p_incorrect": [[0.1, 0.1]] * n, "per_repetition": {"order": orders}})
 
 
 # -- Eq. 11 and Figure 4 -------------------------------------------------------------------------------------

@@ -12,12 +12,14 @@ from .context import RunContext
 from .hookspecs import hookimpl
 from .interventions import Intervention
 from .references import ArmRef, DatasetRef, PluginRef
+from .results import RunResults, load
 
 __version__ = "0.1.0"
 
 
 def run(recipe, overrides=None, **options):
-    """Run a recipe file (the Python twin of ``loctest run``); returns :class:`loctest.runner.RunResults`.
+    """Run a recipe file (the Python twin of ``loctest run``); returns :class:`loctest.RunResults`
+    (``loctest.load(run_dir)`` gives it back later).
 
     ``overrides`` maps dotted keys to values (like ``--set``); ``options`` are ``out``, ``limit``,
     ``device``, ``backend``, ``plugins_dirs``, ``blocked_plugins``, ``progress``.
@@ -29,4 +31,4 @@ def run(recipe, overrides=None, **options):
 
 __all__ = ["ArmRef", "Backend", "Batch", "Component", "ComponentSet", "Dataset", "DatasetRef", "Editor", "Example",
            "Intervention", "Judge", "Locator", "Model", "ModelShape", "PluginConfig", "PluginRef", "RunContext", "Scorer",
-           "Scores", "hookimpl", "interventions", "run", "Verdict"]
+           "RunResults", "Scores", "hookimpl", "interventions", "load", "run", "Verdict"]

@@ -161,9 +161,10 @@ def cmd_plugins(args, console: Console) -> int:
         print(json.dumps({"plugins": listing, "failures": host.failures}, indent=1, default=str))
         return 0
     for kind, entries in listing.items():
-        for e in entries if args.name else ():
-            show_plugin(kind, e, console)
-        if not args.name:
+        if args.name:
+            for entry in entries:
+                show_plugin(kind, entry, console)
+        else:
             console.print(plugins_table(kind, entries))
     warn_failures(host)
     return 0

@@ -4,7 +4,6 @@ from __future__ import annotations
 import functools
 import os
 import platform
-import re
 import time
 import traceback
 from collections.abc import Callable
@@ -23,51 +22,15 @@ from .cache import NUMERIC_PACKAGES, JsonCache, cache_key, file_stamps, package_
 from .components import ComponentSet
 from .context import RunContext
 from .errors import RecipeError, UserError
-from .interventions import Intervention, Site
+from .interventions import Intervention
 from .model import Model
 from .models import load_model, model_caveat
 from .plugin_manager import PluginHost, create_host
 from .progress import Progress
 from .recipe import ArmSpec, Comparison, DatasetSelection, Recipe, apply_overrides, read_recipe, validate
+from .results import RunResults
 from .stats import rank_test, summary, welch
 from .sweeps import sweep_arms, sweep_summary
-
-
-@dataclass
-class RunResults:
-    """What a run produced; ``data`` is the content of ``results.json``."""
-
-    run_dir: Path
-    data: dict
-    components: dict[str, ComponentSet] = field(default_factory=dict)
-    scores: dict[str, dict[str, Scores]] = field(default_factory=dict)
-    site_names: dict[str, Callable[[Site], str]] = field(default_factory=dict)  # backend name -> its site_name
-
-    def values(self, arm: str, metric: str) -> list[float]:
-        """Per-repetition values of ``SCORER.METRIC`` for an arm."""
-        scorer, _, name = metric.partition(".")
-        return self.scores[arm][scorer].values[name]
-
-    @property
-    def comparisons(self) -> list[dict]:
-        return self.data["comparisons"]
-
-    def comparisons_of(self, plugin: str) -> list[dict]:
-        """The comparisons of metrics measured by a scorer of plugin ``plugin`` (recipes name scorers freely)."""
-        scorers = {name for name, s in self.data["resolved"]["scorers"].items() if s["plugin"] == plugin}
-        return [c for c in self.comparisons if c["metric"].partition(".")[0] in scorers]
-
-    def save_figure(self, fig, name: str) -> str:
-        """Save a matplotlib figure as ``figures/NAME`` in the run directory (odd characters of the name become
-        "_") and close it; returns that path, for Markdown: ``f"![{path}]({path})"``."""
-        import matplotlib.pyplot as plt
-
-        path = "figures/" + re.sub(r"[^\w.-]+", "_", name)
-        (self.run_dir / "figures").mkdir(parents=True, exist_ok=True)
-        fig.tight_layout()
-        fig.savefig(self.run_dir / path, dpi=110)
-        plt.close(fig)
-        return path
 
 
 def prepare(recipe_path, overrides=None, limit=None, device=None, backend=None, out=None, plugins_dirs=(),

@@ -60,7 +60,9 @@ def checked_skeleton(kind: str, name: str, host) -> Skeleton:
         raise UserError(f"unknown plugin kind {kind!r} for 'loctest new'; {did_you_mean(kind, KINDS)}")
     registry = host.registry(kind)
     if name in registry:
-        raise UserError(f"a {kind} named {name!r} exists already (registered by {registry.owner(name)!r}); choose another name")
+        article = "an" if kind[0] in "aeiou" else "a"
+        raise UserError(f"{article} {kind} named {name!r} exists already (registered by {registry.owner(name)!r}); "
+                        f"choose another name")
     problem = name_problem(name)
     if problem:
         raise UserError(problem)

@@ -4,6 +4,9 @@ The question and its best correct and best incorrect answers go into the paper's
 template), in an order drawn afresh for each repetition; the model chooses A when P(A)+P(a) > P(B)+P(b) at
 the next token. Both orders of every question are scored once, so R repetitions cost two forward passes per
 question; the order draws depend only on the run seed, so every arm sees the same orders (a paired design).
+Details hold each question's two prompts (correct answer as A, then as B) with P(correct) and P(incorrect) in each,
+and per repetition and question (``per_repetition``) the order drawn (0: correct answer as A), the label the model
+chose, and its 0/1 accuracy and P(correct) in that order.
 
 Comparisons of two arms add the paper's probability statistics (:func:`probability_shift`): Eq. 11, the mean
 relative drop of the correct answer's probability, and Figure 4, the share of questions whose correct-answer
@@ -19,6 +22,7 @@ from loctest import DatasetRef, Scorer, Scores, hookimpl
 from loctest.errors import UserError
 
 from ..common.binary_prompts import BinaryPromptConfig, binary_prompts, label_probabilities
+from ..common.texts import shared
 
 
 class BinaryChoiceConfig(BinaryPromptConfig):
@@ -73,28 +77,28 @@ class BinaryChoice(Scorer):
         # order 0: correct is A; order 1: correct is B
         p_correct = torch.stack([probs[:, 0, 0], probs[:, 1, 1]], dim=1).numpy()
         p_incorrect = torch.stack([probs[:, 0, 1], probs[:, 1, 0]], dim=1).numpy()
-        right = p_correct > p_incorrect
-        accuracy, correct_prob, orders = [], [], []
+        chose_a = (probs[:, :, 0] > probs[:, :, 1]).numpy()
+        orders = np.stack([context.rng("binary-choice-order", self.config.dataset, r).integers(0, 2, size=len(examples))
+                           for r in range(self.config.repetitions)])  # [R, N]
         rows = np.arange(len(examples))
-        for r in range(self.config.repetitions):
-            order = context.rng("binary-choice-order", self.config.dataset, r).integers(0, 2, size=len(examples))
-            accuracy.append(float(right[rows, order].mean()))
-            correct_prob.append(float(p_correct[rows, order].mean()))
-            orders.append(order.tolist())
-        chose_a = float((probs[:, :, 0] > probs[:, :, 1]).float().mean())
+        right, correct_prob = (p_correct > p_incorrect)[rows, orders], p_correct[rows, orders]
         return Scores(
-            values={"accuracy": accuracy, "correct_prob": correct_prob},
+            values={"accuracy": right.mean(1).tolist(), "correct_prob": correct_prob.mean(1).tolist()},
             details={"id": [e.id for e in examples], "category": [e.category for e in examples],
-                     "p_correct": p_correct.tolist(), "p_incorrect": p_incorrect.tolist(), "orders": orders},
-            note=f"chose A in {chose_a:.0%} of prompts",
+                     "prompts": [shared(prompts[i:i + 2]) for i in range(0, len(prompts), 2)],
+                     "p_correct": p_correct.tolist(), "p_incorrect": p_incorrect.tolist(),
+                     "per_repetition": {"order": orders.tolist(), "chosen": np.where(chose_a[rows, orders], "A", "B").tolist(),
+                                        "accuracy": right.astype(int).tolist(), "correct_prob": correct_prob.tolist()}},
+            note=f"chose A in {chose_a.mean():.0%} of prompts",
         )
 
     def compare(self, baseline: Scores, treatment: Scores) -> dict:
         """Eq. 11 and Figure 4 statistics of the treatment against the baseline (see :func:`probability_shift`)."""
         b, t = baseline.details, treatment.details
-        if b["id"] != t["id"] or b["orders"] != t["orders"]:
+        orders = b["per_repetition"]["order"]
+        if b["id"] != t["id"] or orders != t["per_repetition"]["order"]:
             raise UserError("binary-choice scorer: compared arms were scored on different questions or answer orders")
-        return probability_shift(np.asarray(b["p_correct"]), np.asarray(t["p_correct"]), np.asarray(b["orders"]),
+        return probability_shift(np.asarray(b["p_correct"]), np.asarray(t["p_correct"]), np.asarray(orders),
                                  b["category"], self.config.min_category_size)
 
 

@@ -12,7 +12,8 @@ attention, "continuation" and "all" directly). ITI averages the same KL over 128
 at every position; TruthfulQA questions stand in for them here.
 
 The unedited distributions are computed once per model and sample and kept in memory
-(count x answer tokens x vocabulary floats) for every arm.
+(count x answer tokens x vocabulary floats) for every arm. Details hold each text's prompt, its teacher-forced
+``continuation`` and its KL.
 """
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from loctest import DatasetRef, PluginConfig, Scorer, Scores
 from ..common.memo import ModelMemo
 from ..common.paired import paired_comparison
 from ..common.qa import PROMPT_HELP, QA_PROMPT, check_prompt, dataset_examples, qa_prompt
+from ..common.texts import shared
 
 _unedited = ModelMemo()
 
@@ -58,7 +60,8 @@ class KLDivergence(Scorer):
                                      lambda: model.continuation_token_logprobs(prompts, answers, (), advance))
             edited = model.continuation_token_logprobs(prompts, answers, interventions, advance) if interventions else unedited
         kl = [float((orig.exp() * (orig - new)).sum(-1).mean()) for orig, new in zip(unedited, edited)]
-        return Scores(values={"kl": kl}, details={"id": [ex.id for ex in examples]},
+        return Scores(values={"kl": kl}, details={"id": [ex.id for ex in examples], "prompt": shared(prompts),
+                                                  "continuation": shared(answers), "kl": kl},
                       note=f"{len(examples)} held-out questions, {sum(len(o) for o in unedited)} answer positions")
 
     def compare(self, baseline, treatment) -> dict:

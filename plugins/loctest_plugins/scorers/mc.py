@@ -7,7 +7,8 @@ answer's tokens count; padding is masked). Per question:
 - MC1 = 1 if the best correct answer (``correct[0]``) has a higher log-probability than every incorrect one;
 - MC2 = the normalised probability mass of the correct answers, sum_true p / (sum_true p + sum_false p).
 
-Values are per question, so a comparison's spread is over questions; ``compare`` adds a paired t-test.
+Values are per question, so a comparison's spread is over questions; ``compare`` adds a paired t-test. Details
+hold each question's prompt, the answer the model ranks first (``chosen``), MC1, MC2 and every answer's log-probability.
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from loctest import DatasetRef, PluginConfig, Scorer, Scores
 
 from ..common.paired import paired_comparison
 from ..common.qa import PROMPT_HELP, QA_PROMPT, check_prompt, dataset_examples, qa_prompt
+from ..common.texts import shared
 
 
 class MCConfig(PluginConfig):
@@ -51,7 +53,7 @@ class MultipleChoice(Scorer):
                 answers.append(f" {answer}")
         with context.progress.task(f"{context.arm}: mc", total=len(prompts)) as advance:
             logprobs = context.model.continuation_logprobs(prompts, answers, interventions, progress=advance)
-        mc1, mc2, true_lp, false_lp = [], [], [], []
+        mc1, mc2, true_lp, false_lp, chosen = [], [], [], [], []
         start = 0
         for ex in examples:
             n_true, n_false = len(ex.correct), len(ex.incorrect)
@@ -62,8 +64,12 @@ class MultipleChoice(Scorer):
             mc2.append(two)
             true_lp.append(t.tolist())
             false_lp.append(f.tolist())
+            chosen.append((ex.correct + ex.incorrect)[int(torch.cat([t, f]).argmax())])
         return Scores(values={"mc1": mc1, "mc2": mc2},
-                      details={"id": [ex.id for ex in examples], "true_logprobs": true_lp, "false_logprobs": false_lp},
+                      details={"id": [ex.id for ex in examples],
+                               "prompt": shared([qa_prompt(self.config.prompt, ex.question) for ex in examples]),
+                               "chosen": chosen, "mc1": mc1, "mc2": mc2,
+                               "true_logprobs": true_lp, "false_logprobs": false_lp},
                       note=f"{len(examples)} questions, {len(prompts)} answers scored")
 
     def compare(self, baseline, treatment) -> dict:

@@ -7,6 +7,8 @@ with ``chat = false``, or for a model without a chat template, it is the raw tex
 label with the highest next-token probability ("A", "B", ... after the chat template; " A", " B", ... after
 raw text; only the labels of the example's options compete). The options keep the dataset's order, so one
 repetition is the whole measurement; comparisons get exact McNemar tests on the paired per-question outcomes.
+Details hold each question's prompt, the right and the chosen option's index, its 0/1 ``accuracy`` and the labels'
+probabilities.
 """
 from __future__ import annotations
 
@@ -19,6 +21,8 @@ from pydantic import Field, model_validator
 from loctest import DatasetRef, PluginConfig, Scorer, Scores
 from loctest.errors import UserError
 from loctest.stats import mcnemar
+
+from ..common.texts import shared
 
 SYSTEM_PROMPT = ("You are a helpful assistant. You should only output 'A', 'B', 'C', or 'D' as one character index "
                  "for the correct answer. Do not output any other characters or symbols.")
@@ -99,8 +103,8 @@ class MMLUScorer(Scorer):
         return Scores(
             values={"accuracy": [float(right.float().mean())]},
             details={"id": [e.id for e in examples], "category": [e.category for e in examples],
-                     "answer": [e.answer for e in examples], "chosen": chosen.tolist(),
-                     "label_probs": probs.tolist()},
+                     "prompt": shared(prompts), "answer": [e.answer for e in examples], "chosen": chosen.tolist(),
+                     "accuracy": right.int().tolist(), "label_probs": probs.tolist()},
             note="chose " + ", ".join(f"{l} {s:.0%}" for l, s in zip(labels, shares.tolist())),
         )
 
