@@ -1,4 +1,4 @@
-"""``loctest run | validate | plugins [NAME] | new``. Exit codes: 0 success, 2 user error, 1 internal error."""
+"""``loctest run | validate | plugins [NAME] | compare | new``. Exit codes: 0 success, 2 user error, 1 internal error."""
 from __future__ import annotations
 
 import argparse
@@ -56,6 +56,12 @@ def build_parser() -> argparse.ArgumentParser:
     new.add_argument("--dir", default=".", help="Folder for the files (default: the current folder; made if missing).")
     _common_flags(new)
 
+    compare = sub.add_parser("compare", help="Show the metrics of run directories side by side.")
+    compare.add_argument("run_dirs", nargs="+", metavar="RUN_DIR",
+                         help="Run directories (each holds results.json), or folders of them (a recipe's run.out).")
+    compare.add_argument("--out", action="append", default=[], metavar="FILE",
+                         help="Also write the comparison to FILE: .csv or .md (repeatable).")
+    compare.add_argument("--traceback", action="store_true", default=argparse.SUPPRESS, help="Show the full traceback on errors.")
     return parser
 
 
@@ -202,6 +208,20 @@ def cmd_run(args, console: Console) -> int:
     return 0
 
 
+def cmd_compare(args, console: Console) -> int:
+    from .compare import expand_run_dirs, output_paths, side_by_side
+    from .results import load
+
+    outs = output_paths(args.out)
+    compared = side_by_side([load(run_dir) for run_dir in expand_run_dirs(args.run_dirs)])
+    console.print(compared.table())
+    for line in compared.differences:
+        console.print(f"[yellow]differ:[/] {escape(line)}", soft_wrap=True, highlight=False)
+    for out in outs:
+        console.print(f"Wrote {compared.write(out)}", soft_wrap=True, highlight=False)
+    return 0
+
+
 def report_error(err: BaseException) -> int:
     """Print ``err`` on stderr, one line per problem, and return the exit code it deserves."""
     if isinstance(err, RecipeError):
@@ -238,7 +258,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         with one_line_warnings():
-            return {"run": cmd_run, "validate": cmd_validate, "plugins": cmd_plugins, "new": cmd_new}[args.command](args, Console())
+            return {"run": cmd_run, "validate": cmd_validate, "plugins": cmd_plugins, "compare": cmd_compare,
+                    "new": cmd_new}[args.command](args, Console())
     except (Exception, KeyboardInterrupt) as err:  # the CLI's last line of defence: exit codes, no traceback
         code = report_error(err)
         if args.traceback:
