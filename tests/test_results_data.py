@@ -272,7 +272,8 @@ def test_to_csv_writes_the_frames(run, tmp_path):
 
 
 # -- compare -------------------------------------------------------------------------------------------------
-def test_compare_lines_runs_up_side_by_side(run, small_run, tmp_path, capsys):
+def test_compare_lines_runs_up_side_by_side(run, small_run, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")  # the printed table at full width
     out_csv, out_md = tmp_path / "side.csv", tmp_path / "side.md"
     code = main(["compare", str(run.run_dir), str(small_run.run_dir), "--out", str(out_csv), "--out", str(out_md)])
     printed = capsys.readouterr().out
@@ -289,7 +290,7 @@ def test_compare_lines_runs_up_side_by_side(run, small_run, tmp_path, capsys):
     md = out_md.read_text()
     base = small_run.data["arms"]["baseline"]["scores"]["bc"]["accuracy"]
     assert f"| baseline | bc.accuracy | " in md and f"{base['mean']:.3f} ± {base['std']:.3f} |" in md
-    assert "recipe:" in md and "run.seed" in md and "datasets.tqa.limit" in md and "model" not in md.split("differ in:")[1]
+    assert "recipe keys:" in md and "run.seed" in md and "datasets.tqa.limit" in md and "model" not in md.split("differ in:")[1]
     assert a in printed and "run.seed" in printed
 
 
@@ -301,7 +302,7 @@ def test_compare_says_when_models_and_versions_differ(run, tmp_path, capsys):
     md = out.read_text()
     assert f"model name: tiny-llama ({run.run_dir}), gpt2 ({other})" in md  # same directory name: labelled by path
     assert f"versions: torch: {run.data['versions']['torch']} ({run.run_dir}), 0.0.1 ({other})" in md
-    assert "recipe:" not in md
+    assert "recipe keys" not in md
     capsys.readouterr()
     assert main(["compare", str(tmp_path / "other")]) == 0  # a folder of run directories: the runs in it
     assert run.run_dir.name in capsys.readouterr().out

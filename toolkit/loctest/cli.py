@@ -1,9 +1,10 @@
-"""``loctest run | validate | plugins [NAME] | compare | new``. Exit codes: 0 success, 2 user error, 1 internal error."""
+"""``loctest run | validate | plugins [NAME] | compare | new``, ``loctest --version``. Exit codes: 0 success, 2 user error, 1 internal error."""
 from __future__ import annotations
 
 import argparse
 import inspect
 import json
+import shlex
 import sys
 import traceback
 import warnings
@@ -13,7 +14,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from .errors import LoctestWarning, RecipeError, UserError, did_you_mean
+from .errors import LoctestWarning, UserError, did_you_mean
+from .progress import error_lines
 from .recipe import parse_assignments
 from .references import type_text
 
@@ -25,8 +27,23 @@ def _common_flags(parser):
     parser.add_argument("--no-plugin", action="append", default=[], metavar="NAME", help="Block the plugin NAME.")
 
 
+class VersionAction(argparse.Action):
+    """``--version``: loctest's version and those of the packages a run's numbers depend on, then exit."""
+
+    def __init__(self, option_strings, dest, **kwargs):
+        super().__init__(option_strings, dest, nargs=0, help="Show the versions of loctest and its key packages.")
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from .runner import versions
+
+        found = versions()
+        print(f"loctest {found.pop('loctest')}", *(f"{name} {v or '(not installed)'}" for name, v in found.items()), sep="\n")
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="loctest", description="Localization tests for language models.")
+    parser.add_argument("--version", action=VersionAction)
     parser.add_argument("--traceback", action="store_true", help="Show the full traceback on errors.")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -34,14 +51,16 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("recipe")
     run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="Override a recipe key (TOML value).")
     run.add_argument("--out", help="Folder for the new run directory (default: the recipe's run.out).")
-    run.add_argument("--limit", type=int, help="At most N examples per dataset.")
-    run.add_argument("--device", choices=["auto", "cpu", "cuda"])
+    run.add_argument("--limit", metavar="N|F", help=(
+        "A count N (at most N examples per dataset) or a fraction 0 < F <= 1 (that share of each dataset's "
+        "selected examples, at least 1)."))
+    run.add_argument("--device", help="A torch device ('cpu', 'cuda', 'cuda:1', 'mps', ...) or 'auto'.")
     run.add_argument("--backend", help="Backend plugin name (e.g. transformer-lens, nnsight).")
     run.add_argument("--no-progress", action="store_true", help="Hide progress bars.")
     _common_flags(run)
 
-    validate = sub.add_parser("validate", help="Check a recipe without loading weights.")
-    validate.add_argument("recipe")
+    validate = sub.add_parser("validate", help="Check recipes without loading weights.")
+    validate.add_argument("recipes", nargs="+", metavar="recipe")
     validate.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     _common_flags(validate)
 
@@ -153,9 +172,13 @@ def cmd_new(args, console: Console) -> int:
     return 0
 
 
-def warn_failures(host) -> None:
+def warn_failures(host, shown: set[str] | None = None) -> None:
+    """Print each plugin that failed to load as a ``warning:`` line, except those in ``shown`` (then added to it)."""
     for failure in host.failures:
-        print(f"warning: {failure}", file=sys.stderr)
+        if shown is None or failure not in shown:
+            print(f"warning: {failure}", file=sys.stderr)
+        if shown is not None:
+            shown.add(failure)
 
 
 def cmd_plugins(args, console: Console) -> int:
@@ -177,13 +200,25 @@ def cmd_plugins(args, console: Console) -> int:
 
 
 def cmd_validate(args, console: Console) -> int:
+    """Each recipe in turn: an OK line on stdout, or every problem on stderr; exit 2 when any recipe fails."""
     from .runner import prepare
 
-    recipe, host = prepare(args.recipe, parse_assignments(args.set), plugins_dirs=args.plugins_dir, blocked_plugins=args.no_plugin)
-    warn_failures(host)
-    console.print(f"{recipe.path}: OK ({len(recipe.arms)} arms, {len(recipe.scorers)} scorers, "
-                  f"{len(recipe.datasets)} datasets, {len(recipe.comparisons)} comparisons)", soft_wrap=True)
-    return 0
+    overrides, failed, shown = parse_assignments(args.set), 0, set()
+    for path in args.recipes:
+        try:
+            recipe, host = prepare(path, overrides, plugins_dirs=args.plugins_dir, blocked_plugins=args.no_plugin)
+        except UserError as err:
+            failed += 1
+            print("\n".join(error_lines(err)[0]), file=sys.stderr)
+            if args.traceback:
+                traceback.print_exception(err)
+            continue
+        warn_failures(host, shown)
+        console.print(f"{recipe.path}: OK ({len(recipe.arms)} arms, {len(recipe.scorers)} scorers, "
+                      f"{len(recipe.datasets)} datasets, {len(recipe.comparisons)} comparisons)", soft_wrap=True)
+    if failed and len(args.recipes) > 1:
+        print(f"error: {failed} of {len(args.recipes)} recipes failed validation", file=sys.stderr)
+    return 2 if failed else 0
 
 
 def cmd_run(args, console: Console) -> int:

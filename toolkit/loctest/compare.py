@@ -28,7 +28,7 @@ class SideBySide:
     def table(self) -> Table:
         table = Table(title="loctest compare: mean ± std")
         for column in ("arm", "metric", *self.runs):
-            table.add_column(column)
+            table.add_column(column, overflow="fold")  # long run names wrap rather than lose their time stamp
         for arm, metric, cells in self.rows:
             table.add_row(arm, metric, *map(cell_text, cells))
         return table
@@ -108,7 +108,7 @@ def differences(runs: list[RunResults], labels: list[str]) -> list[str]:
                                                    if k not in WHERE_KEYS}} for r in runs]
     recipe = differing_keys([flatten(r) for r in recipes])
     return ([f"model {line}" for line in model] + [f"versions: {line}" for line in versions]
-            + ([f"recipe: {len(recipe)} keys differ: {', '.join(recipe[:8])}{', ...' if len(recipe) > 8 else ''}"]
+            + ([f"recipe keys: {', '.join(recipe[:8])}{f' and {len(recipe) - 8} more' if len(recipe) > 8 else ''}"]
                if recipe else []))
 
 

@@ -2,6 +2,7 @@
 random-initialised models built from a config in code (for tests)."""
 from __future__ import annotations
 
+import difflib
 import importlib.util
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -9,7 +10,7 @@ from pathlib import Path
 from typing import Literal
 
 import torch
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from .architectures import Architecture, architecture_of, shape_of
 from .base import PluginConfig
@@ -29,6 +30,7 @@ NULL_MODEL_CAVEAT = ("NULL MODEL: every weight of this run's model was re-drawn 
                      "what the method gives on noise.")
 TINY_PREFIX = "tiny-"
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+DEVICE_TYPES = ("auto", "cpu", "cuda", "mps", "xpu")  # the "did you mean" candidates of a mistyped device
 
 
 def model_caveat(config: "ModelConfig", dataset_plugins: set[str]) -> str | None:
@@ -43,7 +45,8 @@ def model_caveat(config: "ModelConfig", dataset_plugins: set[str]) -> str | None
 class ModelConfig(PluginConfig):
     name: str = Field(EMBEDDED_MODEL, description=f"'{EMBEDDED_MODEL}' (embedded), a Hugging Face id or local path, "
                                                    "or 'tiny-llama' / 'tiny-gpt2' / 'tiny-gpt-neox' / 'tiny-qwen2' / 'tiny-gemma2' (random weights).")
-    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="'auto' picks CUDA when available.")
+    device: str = Field("auto", description="'auto' (CUDA when torch sees a GPU, else the CPU) or any torch device "
+                                            "string: 'cpu', 'cuda', 'cuda:1', 'mps', ...")
     dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description="Weights and activations dtype.")
     device_map: str | None = Field(None, description="accelerate device map (e.g. 'auto') for models larger than one device.")
     revision: str | None = Field(None, description="Hugging Face revision (commit, branch or tag).")
@@ -54,6 +57,21 @@ class ModelConfig(PluginConfig):
                                   "(seeded by init_seed): the null model, a network that knows nothing. Any recipe "
                                   "runs unchanged; a method that finds components there is finding noise.")
     init_seed: int = Field(0, description="Seed of the weights drawn when init = 'random'.")
+
+    @field_validator("device")
+    @classmethod
+    def _torch_device(cls, device: str) -> str:
+        """'auto' or a string torch's own parser accepts (whether this machine has the device is checked at load)."""
+        if device != "auto":
+            try:
+                if torch.device(device).type == "meta":
+                    raise ValueError("the meta device holds no weights to run; use 'cpu', 'cuda', 'mps', ... or 'auto'")
+            except RuntimeError:
+                close = difflib.get_close_matches(device.strip().lower(), DEVICE_TYPES, n=1, cutoff=0.7)
+                hint = f"did you mean {close[0]!r}? " if close else ""
+                raise ValueError(f"not a torch device; {hint}expected 'auto' or a torch device string such as "
+                                 "'cpu', 'cuda', 'cuda:1', 'mps'") from None
+        return device
 
 
 @dataclass
@@ -89,6 +107,24 @@ class LoadedModel:
     @property
     def shape(self) -> ModelShape:
         return self._facts_now()[1]
+
+
+def device_unavailable(device: torch.device) -> str | None:
+    """Why this machine cannot hold tensors on ``device`` (None when it can)."""
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if not count:
+            return "torch sees no CUDA device (install a CUDA build of torch, see README)"
+        if (device.index or 0) >= count:
+            return f"torch sees only {', '.join(f'cuda:{i}' for i in range(count))}"
+        return None
+    if device.type == "mps":
+        return None if torch.backends.mps.is_available() else "torch sees no MPS device (an Apple-silicon GPU)"
+    try:
+        torch.empty(0, device=device)
+    except Exception as err:  # torch's own refusal, whatever the device type
+        return f"torch cannot use it ({str(err).splitlines()[0]})"
+    return None
 
 
 def resolve_device(device: str) -> torch.device:

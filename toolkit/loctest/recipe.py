@@ -9,6 +9,7 @@ import functools
 import json
 import re
 import tomllib
+from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -45,6 +46,8 @@ class DatasetSelection(PluginConfig):
     limit: int | None = Field(None, ge=1, description="Keep at most this many examples (after the seeded shuffle).")
     split: Literal["all", "train", "test"] = Field("all", description="Which part of a seeded split to use.")
     split_fraction: float = Field(0.5, gt=0, lt=1, description="Share of examples in the 'train' part.")
+    limit_fraction: float | None = Field(None, gt=0, le=1, description=(
+        "Keep this share of the examples left after split and limit (rounded, at least 1); `--limit 0.1` sets it."))
     split_seed: int = Field(0, description="Seed of the shuffle behind split and limit.")
 
 
@@ -191,21 +194,35 @@ def parse_value(text: str) -> Any:
         return text
 
 
-def apply_overrides(raw: dict, overrides: dict[str, Any], limit: int | None = None, device: str | None = None,
-                    backend: str | None = None, out: str | Path | None = None) -> dict:
+def parse_limit(value: int | float | str) -> int | float:
+    """A run's ``limit`` (``--limit``): a count N >= 1, or a fraction 0 < F <= 1 (a float, or text with a point)."""
+    number = value
+    if isinstance(value, str):
+        with suppress(ValueError):
+            number = float(value) if any(c in value for c in ".eE") else int(value)
+    if isinstance(number, float) and 0 < number <= 1 or type(number) is int and number >= 1:
+        return number
+    raise UserError(f"limit {value}: expected a count N >= 1 (at most N examples per dataset, e.g. 40) or a "
+                    f"fraction 0 < F <= 1 (that share of each dataset's selected examples, e.g. 0.1)")
+
+
+def apply_overrides(raw: dict, overrides: dict[str, Any], limit: int | float | str | None = None,
+                    device: str | None = None, backend: str | None = None, out: str | Path | None = None) -> dict:
     """A copy of ``raw`` with ``overrides`` (dotted key -> value; text is read by :func:`parse_value`) set, then the
-    run options: ``device``, ``backend``, ``out``, and ``limit``, which caps every dataset's own limit."""
+    run options: ``device``, ``backend``, ``out``, and ``limit`` (:func:`parse_limit`), which lowers every
+    dataset's own ``limit`` (a count) or ``limit_fraction`` (a fraction), never raising one."""
     raw = copy.deepcopy(raw)
     for key, value in overrides.items():
         _set_key(raw, key, parse_value(value) if isinstance(value, str) else value)
     options = {"model.device": device, "run.backend": backend, "run.out": None if out is None else str(out)}
-    datasets = raw.get("datasets", {})
+    datasets, limit = raw.get("datasets", {}), None if limit is None else parse_limit(limit)
     if limit is not None and isinstance(datasets, dict):
         for name, data in datasets.items():
-            current = data.get("limit") if isinstance(data, dict) else None
-            options[f"datasets.{name}.limit"] = min(limit, current) if isinstance(current, int) else limit
+            current = data.get(field) if isinstance(data, dict) else None
+            options[f"datasets.{name}.{field}"] = min(limit, current) if isinstance(current, type(limit)) else limit
     for key, value in options.items():
         if value is not None:
+        field = "limit" if type(limit) is int else "limit_fraction"
             _set_key(raw, key, value)
     return raw
 

@@ -6,7 +6,7 @@ import os
 import platform
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from contextlib import contextmanager, nullcontext, suppress
 from contextvars import ContextVar
 from dataclasses import asdict, dataclass, field
@@ -26,7 +26,7 @@ from .interventions import Intervention
 from .model import Model
 from .models import load_model, model_caveat
 from .plugin_manager import PluginHost, create_host
-from .progress import Progress
+from .progress import Progress, RunLog, log_failure, quiet_third_party_bars
 from .recipe import ArmSpec, Comparison, DatasetSelection, Recipe, apply_overrides, read_recipe, validate
 from .results import RunResults
 from .stats import rank_test, summary, welch
@@ -50,7 +50,8 @@ def prepare(recipe_path, overrides=None, limit=None, device=None, backend=None, 
 
 
 def select(examples: list[Example], selection: DatasetSelection) -> list[Example]:
-    """Seeded shuffle, then the split part, then the limit; an error when no example is left."""
+    """Seeded shuffle, then the split part, then the limit, then the limit fraction (rounded, at least 1); an error
+    when no example is left."""
     import numpy as np
 
     order = np.random.default_rng(selection.split_seed).permutation(len(examples))
@@ -58,6 +59,8 @@ def select(examples: list[Example], selection: DatasetSelection) -> list[Example
     part = {"all": order, "train": order[:cut], "test": order[cut:]}[selection.split]
     if selection.limit is not None:
         part = part[: selection.limit]
+    if selection.limit_fraction is not None:
+        part = part[: max(1, round(len(part) * selection.limit_fraction))]
     if not len(part):
         raise UserError(f"no examples selected: {len(examples)} before the selection, 0 after split = "
                         f"{selection.split!r} (split_fraction = {selection.split_fraction}, split_seed = "
@@ -132,8 +135,10 @@ def marks_failed_runs(run):
 
 
 def mark_failed(run_dir: Path, err: BaseException) -> None:
-    """Write the error (then its traceback) to ``FAILED.txt`` and rename the directory ``...-failed``."""
+    """Write the error (then its traceback) to ``FAILED.txt`` and to the end of ``run.log``, and rename the directory
+    ``...-failed``."""
     with suppress(OSError):  # marking must never hide the error itself
+        log_failure(run_dir, err)
         (run_dir / "FAILED.txt").write_text(f"{type(err).__name__}: {err}\n\n{''.join(traceback.format_exception(err))}")
         run_dir.rename(run_dir.with_name(f"{run_dir.name}-failed"))
 
@@ -196,7 +201,7 @@ class Run:
         started = time.perf_counter()
         hook = self.host.pm.hook
         hook.loctest_before_stage(stage=name, context=self.context)
-        with located(self.recipe, key, plugin) if key else nullcontext():
+        with self.progress.stage(name), located(self.recipe, key, plugin) if key else nullcontext():
             result = self.through_cache(cached, work) if cached else work()
         hook.loctest_after_stage(stage=name, context=self.context, result=result)
         self.timings[name] = time.perf_counter() - started
@@ -229,6 +234,7 @@ class Run:
                                   run_dir=new_run_dir(Path(recipe.run.out), recipe.run.name or recipe.path.stem),
                                   cache_dir=Path(recipe.run.cache), plugins=self.host,
                                   datasets={name: functools.partial(load_dataset, recipe, name) for name in recipe.datasets})
+        self.progress.log.attach(self.context.run_dir)
         self.model_key = [recipe.model, recipe.backend.identity, model.identity(), recipe.run.seed, __version__]
 
     @functools.cached_property
@@ -252,9 +258,15 @@ class Run:
         with located(self.recipe, f"arms.{arm}.sweep", "sweep"):
             generated = sweep_arms(self.arm_specs[arm], self.context.components[arm], self.context.shape,
                                    lambda draw: self.context.rng("sweep", arm, draw))
+        self.progress.plan(self.stages_of(generated.values()))
         for name, spec in generated.items():
             self.arm_specs[name] = spec
             self.run_arm(name)
+
+    def stages_of(self, arms: Iterable[ArmSpec]) -> int:
+        """How many stages running ``arms`` takes (locate, edit and one per scorer): the overall progress line's total."""
+        return sum((arm.locator is not None and arm.components is None) + (arm.editor is not None)
+                   + len(self.recipe.scorers) for arm in arms)
 
     def locate(self, arm: str) -> ComponentSet:
         """The arm's components: given in the recipe, or found by its locator (cached with the files it wrote)."""
@@ -364,23 +376,36 @@ def arm_record(arm: ArmSpec, components: ComponentSet, interventions: list[Inter
     } | ({"sweep": arm.sweep_point} if arm.sweep_point else {})
 
 
+def log_header(command: str) -> list[str]:
+    """The first lines of a run's ``run.log``: the date, the command and the package versions."""
+    return [f"loctest run, {datetime.now():%Y-%m-%d}", f"command: {command}",
+            "versions: " + ", ".join(f"{name} {found}" for name, found in versions().items())]
+
+
 @marks_failed_runs
 def run_recipe(recipe_path, overrides=None, *, out=None, limit=None, device=None, backend=None, plugins_dirs=(),
-               blocked_plugins=(), progress=True, console: Console | None = None) -> RunResults:
-    """Run a recipe file: load the model, locate, edit and score every arm, compare arms, write the run directory."""
+               blocked_plugins=(), progress=True, console: Console | None = None, command: str | None = None) -> RunResults:
+    """Run a recipe file: load the model, locate, edit and score every arm, compare arms, write the run directory
+    and its ``run.log`` (headed by ``command``, the CLI's command line; else the Python call). Third-party
+    progress bars stay quiet; one line counts the stages."""
     started = time.perf_counter()
-    recipe, host = prepare(recipe_path, overrides, limit, device, backend, out, plugins_dirs, blocked_plugins)
-    console = console or Console(stderr=True)
-    for failure in host.failures:
-        console.print(f"[yellow]warning:[/] {failure}", soft_wrap=True, highlight=False)
-    run = Run(recipe, host, Progress(console, enabled=progress))
-    run.stage("load", run.load)
-    with run.progress:
-        for arm in recipe.arm_order():
-            run.run_arm(arm)
-            if recipe.arms[arm].sweep:
-                run.run_sweep(arm)
-    comparisons = [run.compare(comparison) for comparison in recipe.comparisons]
-    run.timings["total"] = time.perf_counter() - started
-    results = run.results(comparisons)
-    return run.stage("report", functools.partial(run.report, results))
+    log = RunLog(log_header(command or f"loctest.run({str(recipe_path)!r}, {overrides!r}, out={out!r}, "
+                                       f"limit={limit!r}, device={device!r}, backend={backend!r})"))
+    with log.capturing_warnings(), quiet_third_party_bars():
+        recipe, host = prepare(recipe_path, overrides, limit, device, backend, out, plugins_dirs, blocked_plugins)
+        console = console or Console(stderr=True)
+        for failure in host.failures:
+            log.echo(console, f"warning: {failure}")
+        run = Run(recipe, host, Progress(console, enabled=progress, log=log))
+        run.progress.plan(2 + run.stages_of(run.arm_specs.values()))  # with load and report
+        with run.progress:
+            run.stage("load", run.load)
+            for arm in recipe.arm_order():
+                run.run_arm(arm)
+                if recipe.arms[arm].sweep:
+                    run.run_sweep(arm)
+            comparisons = [run.compare(comparison) for comparison in recipe.comparisons]
+            run.timings["total"] = time.perf_counter() - started
+            results = run.stage("report", functools.partial(run.report, run.results(comparisons)))
+    log.line(f"finished in {time.perf_counter() - started:.1f} s: {results.run_dir / 'report.md'}")
+    return results
