@@ -228,7 +228,7 @@ def cmd_run(args, console: Console) -> int:
 
     results = run_recipe(args.recipe, parse_assignments(args.set), out=args.out, limit=args.limit, device=args.device,
                          backend=args.backend, plugins_dirs=args.plugins_dir, blocked_plugins=args.no_plugin,
-                         progress=not args.no_progress, console=Console(stderr=True))
+                         progress=not args.no_progress, console=Console(stderr=True), command=args.command_line)
     console.print(results_table(results))
     if (draws_table := located_vs_draws_table(results.data)) is not None:
         console.print(draws_table)
@@ -259,15 +259,9 @@ def cmd_compare(args, console: Console) -> int:
 
 def report_error(err: BaseException) -> int:
     """Print ``err`` on stderr, one line per problem, and return the exit code it deserves."""
-    if isinstance(err, RecipeError):
-        lines, code = [f"error: {problem}" for problem in err.problems], 2
-    elif isinstance(err, UserError):
-        lines, code = [f"error: {err}"], 2
-    elif isinstance(err, KeyboardInterrupt):
-        lines, code = ["interrupted: finished work is kept in the cache; run the same command again to resume"], 130
-    else:
-        message = " ".join([*str(err).splitlines()[:1], *getattr(err, "__notes__", [])])
-        lines, code = [f"internal error: {type(err).__name__}: {message} (run with --traceback for details)"], 1
+    lines, code = error_lines(err)
+    if code == 1:
+        lines = [f"{lines[0]} (run with --traceback for details)"]
     for line in lines:
         print(line, file=sys.stderr)
     return code
@@ -290,7 +284,11 @@ def one_line_warnings():
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as done:  # --help, --version, or a malformed command line that argparse has explained
+        return int(done.code or 0)
+    args.command_line = shlex.join(["loctest", *(sys.argv[1:] if argv is None else argv)])
     try:
         with one_line_warnings():
             return {"run": cmd_run, "validate": cmd_validate, "plugins": cmd_plugins, "compare": cmd_compare,

@@ -128,11 +128,14 @@ def device_unavailable(device: torch.device) -> str | None:
 
 
 def resolve_device(device: str) -> torch.device:
+    """The torch device of a ``[model] device`` setting: 'auto' is CUDA when torch sees a GPU, else the CPU; any other
+    device must be usable on this machine (else a :class:`UserError` says why, before any weights load)."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise UserError("device 'cuda' was asked for but torch sees no CUDA device (install a CUDA build of torch, see README)")
-    return torch.device(device)
+    resolved = torch.device(device)
+    if problem := device_unavailable(resolved):
+        raise UserError(f"device {device!r} is not available on this machine: {problem}")
+    return resolved
 
 
 def embedded_model_file() -> tuple[Path, str]:

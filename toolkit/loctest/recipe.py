@@ -44,10 +44,10 @@ class PluginsSection(PluginConfig):
 
 class DatasetSelection(PluginConfig):
     limit: int | None = Field(None, ge=1, description="Keep at most this many examples (after the seeded shuffle).")
-    split: Literal["all", "train", "test"] = Field("all", description="Which part of a seeded split to use.")
-    split_fraction: float = Field(0.5, gt=0, lt=1, description="Share of examples in the 'train' part.")
     limit_fraction: float | None = Field(None, gt=0, le=1, description=(
         "Keep this share of the examples left after split and limit (rounded, at least 1); `--limit 0.1` sets it."))
+    split: Literal["all", "train", "test"] = Field("all", description="Which part of a seeded split to use.")
+    split_fraction: float = Field(0.5, gt=0, lt=1, description="Share of examples in the 'train' part.")
     split_seed: int = Field(0, description="Seed of the shuffle behind split and limit.")
 
 
@@ -217,12 +217,12 @@ def apply_overrides(raw: dict, overrides: dict[str, Any], limit: int | float | s
     options = {"model.device": device, "run.backend": backend, "run.out": None if out is None else str(out)}
     datasets, limit = raw.get("datasets", {}), None if limit is None else parse_limit(limit)
     if limit is not None and isinstance(datasets, dict):
+        field = "limit" if type(limit) is int else "limit_fraction"
         for name, data in datasets.items():
             current = data.get(field) if isinstance(data, dict) else None
             options[f"datasets.{name}.{field}"] = min(limit, current) if isinstance(current, type(limit)) else limit
     for key, value in options.items():
         if value is not None:
-        field = "limit" if type(limit) is int else "limit_fraction"
             _set_key(raw, key, value)
     return raw
 
