@@ -120,6 +120,6 @@ def test_plugins_listing_shows_metrics_and_config_descriptions(capsys, monkeypat
     out = capsys.readouterr().out
     assert re.search(r"│ binary-choice .*│ accuracy \(higher is better\), correct_prob \(higher is better\)\s+│", out)
     assert re.search(r"│\s+Repetitions, each with a fresh random answer order\.\s+│", out)  # under repetitions: int = 10
-    headers = {kind: next(line for line in out[out.index(f"{kind}s\n"):].splitlines() if "┃ name" in line)
-               for kind in ("locator", "scorer")}
+    headers = {kind: next(line for line in out[re.search(rf"^{kind}s\s*$", out, re.M).start():].splitlines()
+                          if "┃ name" in line) for kind in ("locator", "scorer")}
     assert "┃ metrics" in headers["scorer"] and "metrics" not in headers["locator"]  # only kinds with metrics
