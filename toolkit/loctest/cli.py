@@ -151,7 +151,8 @@ def plugins_table(kind: str, entries: list[dict]) -> Table:
     for col in columns:
         table.add_column(col)
     for e in entries:
-        config = "\n".join(f"{escape(field_line(f))}\n  [dim]{escape(f['description'])}[/]" for f in e["config"])
+        config = "\n".join(escape(field_line(f)) + (f"\n  [dim]{escape(f['description'])}[/]" if f["description"] else "")
+                           for f in e["config"])
         row = [e["name"], e["plugin"], escape(e["description"]), config, escape(metric_text(e))]
         table.add_row(*row[:len(columns)])
     return table
