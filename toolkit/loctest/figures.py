@@ -41,15 +41,15 @@ def counts_by_kind(counts_by_layer: dict[str, int]) -> dict[str, dict[int, int]]
     return {k: found[k] for k in sorted(found, key=list(KIND_LABELS).index)}
 
 
-def metric_label(metric: str) -> str:
-    """"SCORER.METRIC" in words: "correct prob (scorer truthfulqa)"."""
+def metric_label(metric: str, separator: str = " ") -> str:
+    """"SCORER.METRIC" in words: "correct prob (scorer truthfulqa)" (``separator`` "\\n": on two lines)."""
     scorer, _, name = metric.partition(".")
-    return f"{name.replace('_', ' ')} (scorer {scorer})"
+    return f"{name.replace('_', ' ')}{separator}(scorer {scorer})"
 
 
 def wrapped_title(ax, text: str) -> None:
-    """A title broken into lines that fit the figure's width, so that no part of it is cut off."""
-    chars = max(20, int(ax.figure.get_figwidth() * 72 / (0.6 * TITLE_SIZE)))
+    """A title broken into lines that fit the axes (about 3/4 of the figure's width), so no part of it is cut off."""
+    chars = max(20, int(0.75 * ax.figure.get_figwidth() * 72 / (0.6 * TITLE_SIZE)))
     ax.set_title("\n".join(textwrap.wrap(text, chars)), fontsize=TITLE_SIZE)
 
 
@@ -64,17 +64,18 @@ def significance_marks(results, metric: str) -> dict[str, list[str]]:
     return marks
 
 
-def reference_lines(results, ax, metric: str, means: dict[str, float]) -> None:
-    """The scorer's chance level and the unedited arm's mean as horizontal lines."""
+def reference_lines(results, ax, metric: str, means: dict[str, float]) -> list[float]:
+    """The scorer's chance level and the unedited arm's mean as horizontal lines; returns their levels."""
     scorer, _, name = metric.partition(".")
     chance = results.data.get("scorer_metrics", {}).get(scorer, {}).get("chance", {}).get(name)
-    if chance is not None:
-        ax.axhline(chance, color="#777777", linestyle=":", linewidth=1.2, label=f"chance ({chance:g})")
     arms = recipe_arms(results)
     unedited = next((arm for arm in means if not arms[arm]["editor"]), None)
-    if unedited is not None:
-        ax.axhline(means[unedited], color="#e45756", linestyle="--", linewidth=1.2,
-                   label=f"unedited ({unedited}): {means[unedited]:.3g}")
+    lines = ([(chance, dict(color="#777777", linestyle=":", label=f"chance ({chance:g})"))] if chance is not None else [])
+    lines += ([(means[unedited], dict(color="#e45756", linestyle="--", label=f"unedited ({unedited}): {means[unedited]:.3g}"))]
+              if unedited is not None else [])
+    for level, style in lines:
+        ax.axhline(level, linewidth=1.2, **style)
+    return [level for level, _ in lines]
 
 
 def metric_bars(results, metric: str, rows: list) -> str:
@@ -84,18 +85,18 @@ def metric_bars(results, metric: str, rows: list) -> str:
     bars = ax.bar(arms, means, yerr=stds, capsize=4, color="#4c78a8")
     marks = significance_marks(results, metric)
     ax.bar_label(bars, labels=["\n".join(marks.get(arm, [])) for arm in arms], padding=3, fontsize=7)
-    reference_lines(results, ax, metric, dict(zip(arms, means)))
-    levels = [m + s for m, s in zip(means, stds)] + [line.get_ydata()[0] for line in ax.get_lines()]
+    references = reference_lines(results, ax, metric, dict(zip(arms, means)))
+    levels = [m + s for m, s in zip(means, stds)] + references
     low, high = min(0.0, *(m - s for m, s in zip(means, stds))), max(0.0, *levels)
-    ax.set_ylim(low, high + 0.3 * (high - low or 1.0))  # room above for the p labels and the legend
-    ax.set_ylabel(metric_label(metric))
+    ax.set_ylim(low, high + 0.45 * (high - low or 1.0))  # room above for the p labels and the legend
+    ax.set_ylabel(metric_label(metric, "\n"))
     ax.set_xlabel("arm")
     wrapped_title(ax, f"{metric_label(metric)} per arm: mean ± std over repetitions (p: the comparisons on this "
                       f"metric, * below {ALPHA})")
     ax.tick_params(axis="x", rotation=20)
     plt.setp(ax.get_xticklabels(), ha="right", rotation_mode="anchor")
-    if ax.get_lines():
-        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # outside: it never hides a bar
+    if references:
+        ax.legend(fontsize=7, loc="upper right")  # in the room above the bars
     return results.save_figure(fig, f"{metric}.png")
 
 
@@ -131,7 +132,7 @@ def tradeoff_plot(results, metric: str, cost: str, points: list[tuple[str, str, 
     for arm, _, x, y in points:
         ax.annotate(arm, (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
     ax.set_xlabel(f"{metric_label(cost)}: cost of the edit")
-    ax.set_ylabel(metric_label(metric))
+    ax.set_ylabel(metric_label(metric, "\n"))
     wrapped_title(ax, f"{metric_label(metric)} against {metric_label(cost)}, one point per arm (means)")
     ax.legend(fontsize=8, title="locator", title_fontsize=8)
     return results.save_figure(fig, f"{metric}_vs_{cost}.png")
