@@ -134,7 +134,8 @@ locator = {{ plugin = "random", kind = "head", count = 2 }}
 editor = {{ plugin = "zero-ablation", positions = "all" }}
 """)
     results = loctest.run(recipe, progress=False)
-    assert results.data["scorer_metrics"]["kl"] == {"higher_is_better": {"kl": False}, "cost": ["kl"]}
+    assert results.data["scorer_metrics"]["kl"] == {"higher_is_better": {"kl": False}, "cost": ["kl"], "chance": {},
+                                                    "independent_repetitions": True}
     plots = {p.name for p in (results.run_dir / "figures").glob("*_vs_*.png")}
     assert plots == {"mc.mc1_vs_kl.kl.png", "mc.mc2_vs_kl.kl.png"}
     assert "![figures/mc.mc2_vs_kl.kl.png]" in (results.run_dir / "report.md").read_text()
