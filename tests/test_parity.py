@@ -123,10 +123,12 @@ def assert_same_details(a: dict, b: dict, where: str) -> None:
     over up to ~100 byte tokens, within 1e-6 relative)."""
     assert a.keys() == b.keys(), where
     for key, value in a.items():
-        if key in ("true_logprobs", "false_logprobs"):
+        if key == "per_repetition":
+            assert_same_details(value, b[key], f"{where} per_repetition")
+        elif key in ("true_logprobs", "false_logprobs"):
             for x, y in zip(value, b[key], strict=True):
                 np.testing.assert_allclose(x, y, rtol=1e-6, atol=SCORE_ATOL, err_msg=f"{where} {key}")
-        elif key in ("p_correct", "p_incorrect"):
+        elif key in ("p_correct", "p_incorrect", "correct_prob", "mc2", "kl"):  # per-example probabilities, KL
             np.testing.assert_allclose(value, b[key], rtol=0, atol=SCORE_ATOL, err_msg=f"{where} {key}")
         else:
             assert value == b[key], f"{where} {key}"
