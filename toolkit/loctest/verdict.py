@@ -75,7 +75,7 @@ def effect_text(data: dict, c: dict) -> str:
     return text
 
 
-def test_text(data: dict, c: dict) -> str:
+def p_value_text(data: dict, c: dict) -> str:
     """p, its test and direction, and the smallest p the design allows; or why there is no test."""
     if c.get("p") is None:
         return f"no test ({c.get('note', 'no p-value')})"
@@ -129,7 +129,7 @@ def sentence(data: dict, c: dict) -> str:
         opening = "No test of whether"
     else:
         opening = "Evidence that" if c["p"] < ALPHA else "No evidence that"
-    details = "; ".join(filter(None, [effect_text(data, c), test_text(data, c), context_text(data, c)]))
+    details = "; ".join(filter(None, [effect_text(data, c), p_value_text(data, c), context_text(data, c)]))
     return f"{opening} {claim_text(data, c)}: {details}."
 
 
