@@ -175,7 +175,7 @@ def test_a_sweep_needs_a_scoring_locator_and_an_editor(tmp_path):
     assert problems(tmp_path, fixed) == [
         "arms.probe.sweep: a sweep ranks located components by their scores: add a 'locator' that scores them"]
     assert problems(tmp_path, VALID.replace("sweep =", "swep =")) == [
-        "arms.probe.swep: unknown key; did you mean 'sweep'? valid: components, editor, locator, sweep"]
+        "arms.probe.swep: unknown key; did you mean 'sweep'? valid: components, draws, editor, locator, sweep"]
 
 
 # -- draws, area, rank p -----------------------------------------------------------------------------------

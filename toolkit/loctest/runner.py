@@ -373,7 +373,7 @@ def arm_record(arm: ArmSpec, components: ComponentSet, interventions: list[Inter
         "interventions": [iv.description for iv in interventions],
         "scores": {s: {m: {"values": v, **summary(v)} for m, v in r.values.items()} | ({"note": r.note} if r.note else {})
                    for s, r in scores.items()},
-    } | ({"sweep": arm.sweep_point} if arm.sweep_point else {})
+    } | ({"sweep": arm.sweep_point} if arm.sweep_point else {}) | ({"draw": arm.draw_point} if arm.draw_point else {})
 
 
 def log_header(command: str) -> list[str]:
