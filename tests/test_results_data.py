@@ -289,7 +289,7 @@ def test_compare_lines_runs_up_side_by_side(run, small_run, tmp_path, capsys, mo
     assert ("baseline", "bc.accuracy") in rows and rows["ablated", "bc.accuracy"][f"{b} std"] == ""
     md = out_md.read_text()
     base = small_run.data["arms"]["baseline"]["scores"]["bc"]["accuracy"]
-    assert f"| baseline | bc.accuracy | " in md and f"{base['mean']:.3f} ± {base['std']:.3f} |" in md
+    assert "| baseline | bc.accuracy | " in md and f"{base['mean']:.3f} ± {base['std']:.3f} |" in md
     assert "recipe keys:" in md and "run.seed" in md and "datasets.tqa.limit" in md and "model" not in md.split("differ in:")[1]
     assert a in printed and "run.seed" in printed
 
