@@ -108,6 +108,10 @@ def test_the_verdict_opens_the_report_with_a_sentence_per_comparison(run):
     assert "r0 (locator random, editor zero-ablation, 5 components) lowers acc.correct_prob relative to base (unedited)" in single
     assert f"{base:.3g} → {r0:.3g}" in single and f"p = {c['p']:.3g} (Welch's t-test across 4 repetitions, one-sided" in single
     assert "smallest possible p 0" in single and "chance" not in single  # correct_prob has no chance level
+    notes = {run.data["arms"][arm]["scores"]["acc"]["note"] for arm in ("base", "r0")}
+    assert single.endswith(f"; acc: {notes.pop()} (both arms).") if len(notes) == 1 else \
+        single.endswith(f"; acc: base {run.data['arms']['base']['scores']['acc']['note']}, r0 "
+                        f"{run.data['arms']['r0']['scores']['acc']['note']}.")
 
     rank = run.comparisons[1]
     means = [np.mean(run.values(arm, "acc.correct_prob")) for arm in ("r0", "r1", "r2")]
@@ -221,7 +225,8 @@ def test_chance_the_caveat_and_the_scorers_notes_enter_where_the_data_calls_for_
     far = sentence(data, data["comparisons"][0])
     assert "chance 0.25;" in far and "within" not in far and "caveat" not in far
     same = welch_data(None, None, notes=("6 questions", "6 questions"))
-    assert "chance" not in sentence(same, same["comparisons"][0]) and "6 questions" not in sentence(same, same["comparisons"][0])
+    assert sentence(same, same["comparisons"][0]).endswith("; tqa: 6 questions (both arms).")
+    assert "chance" not in sentence(same, same["comparisons"][0])
 
 
 def test_no_comparisons_no_verdict_and_no_test_says_why():

@@ -105,7 +105,7 @@ def claim_text(data: dict, c: dict) -> str:
 
 def context_text(data: dict, c: dict) -> str:
     """The chance level, whether the arms sit near it (with the model caveat, if any), and the scorer's notes on
-    the two arms where they differ (e.g. how often the model chose 'A')."""
+    the two arms (e.g. how often the model chose 'A'), once if they say the same."""
     scorer, _, metric = c["metric"].partition(".")
     parts = []
     chance = data.get("scorer_metrics", {}).get(scorer, {}).get("chance", {}).get(metric)
@@ -120,6 +120,8 @@ def context_text(data: dict, c: dict) -> str:
     notes = {arm: data["arms"][arm]["scores"][scorer].get("note") for arm in (c["baseline"], c["treatment"])}
     if len(set(notes.values())) > 1:
         parts.append(f"{scorer}: " + ", ".join(f"{arm} {note}" for arm, note in notes.items() if note))
+    elif note := notes[c["baseline"]]:
+        parts.append(f"{scorer}: {note} (both arms)")
     return "; ".join(parts)
 
 
