@@ -10,7 +10,8 @@ from loctest import ComponentSet
 from loctest.cli import main
 from loctest.errors import RecipeError, UserError
 from loctest.recipe import apply_overrides, dependency_order, parse_value, read_recipe
-from loctest.runner import prepare
+from loctest.cache import cache_key
+from loctest.runner import Run, load_dataset, prepare, question_key
 from conftest import write_plugin
 
 BASE = """
@@ -106,7 +107,7 @@ def test_wrong_types_in_host_sections(tmp_path):
     assert problems(tmp_path, text) == [
         "run.seed: Input should be a valid integer, unable to parse string as an integer (got 'three')",
         "run.out: Input should be a valid string (got 5)",
-        "model.device: Input should be 'auto', 'cpu' or 'cuda' (got 'gpu')",
+        "model.device: not a torch device; expected 'auto' or a torch device string such as 'cpu', 'cuda', 'cuda:1', 'mps' (got 'gpu')",
     ]
 
 
@@ -131,7 +132,7 @@ def test_unknown_sections_and_keys(tmp_path):
     assert problems(tmp_path, text) == [
         "arm: unknown section; did you mean 'arms'? valid: arms, backend, comparisons, datasets, model, plugins, run, scorers",
         "scorer: unknown section; did you mean 'scorers'? valid: arms, backend, comparisons, datasets, model, plugins, run, scorers",
-        "arms.baseline.locatr: unknown key; did you mean 'locator'? valid: components, editor, locator, sweep",
+        "arms.baseline.locatr: unknown key; did you mean 'locator'? valid: components, draws, editor, locator, sweep",
     ]
 
 
@@ -214,6 +215,52 @@ def test_dataset_references(tmp_path):
     # a declared dataset with its own problem is not reported again where it is used
     found = problems(tmp_path, BASE.replace('plugin = "truthfulqa-binary"', 'plugin = "truthfulqa-binery"'))
     assert len(found) == 1 and found[0].startswith("datasets.tqa.plugin: unknown dataset 'truthfulqa-binery'")
+
+
+EXCLUDING = """
+[datasets.mc-train]
+plugin = "truthfulqa-mc"
+split = "train"
+limit = 300
+
+[datasets.binary-test]
+plugin = "truthfulqa-binary"
+split = "test"
+exclude = ["mc-train"]
+limit = 50
+"""
+
+
+def test_exclude_keeps_a_test_set_apart_from_another_datasets_questions(tmp_path):
+    recipe, _ = prepare(write(tmp_path, BASE + EXCLUDING))
+    trained = {question_key(e.question) for e in load_dataset(recipe, "mc-train")}
+    kept = load_dataset(recipe, "binary-test")
+    assert len(kept) == 50 and not trained & {question_key(e.question) for e in kept}
+    unexcluded = EXCLUDING.replace('exclude = ["mc-train"]', "").replace("limit = 50", "")
+    plain = load_dataset(prepare(write(tmp_path, BASE + unexcluded))[0], "binary-test")
+    assert trained & {question_key(e.question) for e in plain}  # the two formats share questions: excluding matters
+    assert [e.id for e in kept] == [e.id for e in plain if question_key(e.question) not in trained][:50]
+    # an excluded dataset's own selection is part of the cache key of the datasets that exclude it
+    keys = [Run(prepare(write(tmp_path, BASE + EXCLUDING.replace("limit = 300", f"limit = {n}")))[0], None, None)
+            .dataset_keys["binary-test"] for n in (300, 301)]
+    assert cache_key(keys[0]) != cache_key(keys[1])
+
+
+@pytest.mark.parametrize(("exclude", "expected"), [
+    ('["mc-trian"]', "datasets.binary-test.exclude[0]: no dataset 'mc-trian' in [datasets]; did you mean 'mc-train'?"),
+    ('["binary-test"]', "datasets.binary-test.exclude: datasets exclude each other in a cycle: binary-test -> binary-test"),
+    ('"mc-train"', "datasets.binary-test.exclude: Input should be a valid list"),
+])
+def test_exclude_mistakes(tmp_path, exclude, expected):
+    found = problems(tmp_path, BASE + EXCLUDING.replace('["mc-train"]', exclude))
+    assert any(line.startswith(expected) for line in found), found
+
+
+def test_exclude_that_leaves_nothing_says_so(tmp_path):
+    text = BASE + EXCLUDING.replace("limit = 300", "").replace('split = "train"', 'split = "all"').replace(
+        '"truthfulqa-mc"', '"truthfulqa-binary"')
+    with pytest.raises(RecipeError, match=r"datasets.binary-test: no examples selected.*dropping the questions of mc-train"):
+        prepare(write(tmp_path, text))
 
 
 REFERENCING = '''

@@ -50,6 +50,10 @@ class DatasetSelection(PluginConfig):
     split: Literal["all", "train", "test"] = Field("all", description="Which part of a seeded split to use.")
     split_fraction: float = Field(0.5, gt=0, lt=1, description="Share of examples in the 'train' part.")
     split_seed: int = Field(0, description="Seed of the shuffle behind split and limit.")
+    exclude: list[str] = Field(default_factory=list, description=(
+        "Datasets of the recipe whose questions this one drops (same text, case and spacing aside), after the "
+        "split and before the limit: keeps a test set apart from every question a locator or editor saw, also "
+        "across datasets of different formats (binary-choice and MC TruthfulQA share their questions)."))
 
 
 class Comparison(PluginConfig):
@@ -397,7 +401,20 @@ def _datasets_section(problems: _Problems, raw: dict, path: Path) -> dict[str, t
         if getattr(spec.config, "path", None) and not Path(spec.config.path).exists():
             problems.add(f"datasets.{name}.path", f"file not found: {spec.config.path}")
         datasets[name] = (spec, selection)
+    _check_exclusions(problems, raw, datasets)
     return datasets
+
+
+def _check_exclusions(problems: _Problems, raw: dict, datasets: dict[str, tuple[PluginSpec, DatasetSelection]]) -> None:
+    """Each ``exclude`` names another declared dataset, and no dataset excludes itself through others."""
+    declared = _declared(raw, "datasets")
+    for name, (_, selection) in datasets.items():
+        for j, other in enumerate(selection.exclude):
+            if other not in declared:
+                problems.add(f"datasets.{name}.exclude[{j}]", _undeclared("datasets", other, declared))
+    cycle = dependency_order({name: selection.exclude for name, (_, selection) in datasets.items()})[1]
+    if cycle:
+        problems.add(f"datasets.{cycle[0]}.exclude", f"datasets exclude each other in a cycle: {' -> '.join(cycle)}")
 
 
 def _scorers_section(problems: _Problems, raw: dict) -> dict[str, PluginSpec]:

@@ -49,14 +49,21 @@ def prepare(recipe_path, overrides=None, limit=None, device=None, backend=None, 
     return recipe, host
 
 
-def select(examples: list[Example], selection: DatasetSelection) -> list[Example]:
-    """Seeded shuffle, then the split part, then the limit, then the limit fraction (rounded, at least 1); an error
-    when no example is left."""
+def question_key(text: str) -> str:
+    """A question as ``exclude`` matches it: case and spacing aside."""
+    return " ".join(text.casefold().split())
+
+
+def select(examples: list[Example], selection: DatasetSelection, excluded: frozenset[str] = frozenset()) -> list[Example]:
+    """Seeded shuffle, then the split part, then dropping the ``excluded`` questions (:func:`question_key`), then
+    the limit, then the limit fraction (rounded, at least 1); an error when no example is left."""
     import numpy as np
 
     order = np.random.default_rng(selection.split_seed).permutation(len(examples))
     cut = int(round(len(examples) * selection.split_fraction))
     part = {"all": order, "train": order[:cut], "test": order[cut:]}[selection.split]
+    if excluded:
+        part = np.array([i for i in part if question_key(examples[i].question) not in excluded], dtype=int)
     if selection.limit is not None:
         part = part[: selection.limit]
     if selection.limit_fraction is not None:
@@ -64,15 +71,17 @@ def select(examples: list[Example], selection: DatasetSelection) -> list[Example
     if not len(part):
         raise UserError(f"no examples selected: {len(examples)} before the selection, 0 after split = "
                         f"{selection.split!r} (split_fraction = {selection.split_fraction}, split_seed = "
-                        f"{selection.split_seed})")
+                        f"{selection.split_seed})" + (f", dropping the questions of {', '.join(selection.exclude)}"
+                                                      if excluded else ""))
     return [examples[i] for i in part]
 
 
 def load_dataset(recipe: Recipe, name: str) -> list[Example]:
     """A dataset's examples after its selection; errors name the dataset's recipe key."""
     spec, selection = recipe.datasets[name]
+    excluded = frozenset(question_key(e.question) for other in selection.exclude for e in load_dataset(recipe, other))
     with located(recipe, f"datasets.{name}", spec.plugin):
-        return select(spec.instance.load(), selection)
+        return select(spec.instance.load(), selection, excluded)
 
 
 def folder_problem(folder: Path) -> str | None:
@@ -243,7 +252,13 @@ class Run:
 
     @functools.cached_property
     def dataset_keys(self) -> dict[str, list]:
-        return {name: [spec.identity, selection] for name, (spec, selection) in self.recipe.datasets.items()}
+        datasets = self.recipe.datasets
+
+        def key(name: str) -> list:  # an excluded dataset's own selection changes what is left of this one
+            spec, selection = datasets[name]
+            return [spec.identity, selection, [key(other) for other in selection.exclude]]
+
+        return {name: key(name) for name in datasets}
 
     def run_arm(self, arm: str) -> None:
         """Locate, edit and score one arm."""
