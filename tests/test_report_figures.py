@@ -11,12 +11,15 @@ import pytest
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 
 import loctest
-from loctest.figures import figures
+from loctest.figures import figures, sweep_figures
 from loctest.html_report import html_page
 
-from conftest import tiny_recipe
+from conftest import ROOT, tiny_recipe
 
-RECIPE = """
+RECIPE = f"""
+[plugins]
+paths = ["{ROOT / 'docs' / 'examples' / 'example_plugin.py'}"]
+
 [datasets.tqa]
 plugin = "truthfulqa-binary"
 limit = 5
@@ -38,8 +41,13 @@ components = ["mlp:0:1", "mlp:1:2", "mlp:1:3"]
 editor = "zero-ablation"
 
 [arms.random-mlp-neurons-matched]
-locator = { plugin = "random", match = "mlp-neurons-listed-by-hand" }
+locator = {{ plugin = "random", match = "mlp-neurons-listed-by-hand" }}
 editor = "zero-ablation"
+
+[arms.top-activation-neurons-swept]
+locator = {{ plugin = "top-activation", dataset = "tqa", count = 4 }}
+editor = "zero-ablation"
+sweep = {{ sizes = [1, 2, 4], draws = 2 }}
 
 [[comparisons]]
 baseline = "unedited-baseline-model"
@@ -67,6 +75,7 @@ def drawn(run):
     run.save_figure = keep
     try:
         figures(run)
+        sweep_figures(run)
     finally:
         del run.save_figure
     return kept
@@ -88,6 +97,7 @@ def test_every_text_of_every_figure_lies_inside_the_saved_figure(run, drawn):
     assert {"figures/truthfulqa_binary_choice_scorer.accuracy.png", "figures/kl.kl.png",
             "figures/layers_mlp-neurons-listed-by-hand.png"} <= set(drawn)
     assert any("_vs_" in path for path in drawn)  # the trade-off plot against kl
+    assert "figures/sweep_top-activation-neurons-swept_truthfulqa_binary_choice_scorer.accuracy.png" in drawn
     for path, fig in drawn.items():
         assert outside_the_figure(fig) == [], path
         png = (run.run_dir / path).read_bytes()  # the saved file is that figure (at save_figure's 110 dpi)
@@ -106,8 +116,12 @@ def test_bar_charts_draw_chance_and_the_unedited_arm_and_mark_the_tested_bar(run
     p = run.comparisons[0]["p"]
     marks = [t.get_text() for t in ax.texts if t.get_text()]
     assert marks == [f"p={p:.2g}{'*' if p < 0.05 else ''} vs unedited-baseline-model"]
-    assert ax.get_ylabel() == "accuracy\n(scorer truthfulqa_binary_choice_scorer)" and ax.get_xlabel() == "arm"
+    assert ax.get_ylabel().split() == ["accuracy", "(scorer", "truthfulqa_binary_choice_scorer)"]  # wrapped to fit
+    assert ax.get_xlabel() == "arm"
     assert "\n" in ax.get_title()  # wrapped to the figure's width
+
+    (sweep,) = drawn["figures/sweep_top-activation-neurons-swept_truthfulqa_binary_choice_scorer.accuracy.png"].axes
+    assert {"chance (0.5)", f"unedited (unedited-baseline-model): {unedited:.3g}"} <= {l.get_label() for l in sweep.get_lines()}
 
     (kl,) = drawn["figures/kl.kl.png"].axes
     assert [line.get_label() for line in kl.get_lines() if not line.get_label().startswith("_")] == [

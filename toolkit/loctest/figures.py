@@ -15,7 +15,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from .verdict import ALPHA  # noqa: E402
 
 KIND_LABELS = {"mlp": "MLP neurons", "attn": "attention neurons", "head": "attention heads", "resid": "residual-stream layers"}
-TITLE_SIZE = 10
+TITLE_SIZE = LABEL_SIZE = 10
 
 
 def recipe_arms(results) -> dict[str, dict]:
@@ -47,10 +47,20 @@ def metric_label(metric: str, separator: str = " ") -> str:
     return f"{name.replace('_', ' ')}{separator}(scorer {scorer})"
 
 
+def wrapped(text: str, inches: float, size: float = TITLE_SIZE) -> str:
+    """``text`` broken into lines of at most ``inches`` at font ``size`` (a character: about 0.6 of the size)."""
+    chars = max(12, int(inches * 72 / (0.6 * size)))
+    return "\n".join(line for part in text.split("\n") for line in textwrap.wrap(part, chars))
+
+
 def wrapped_title(ax, text: str) -> None:
-    """A title broken into lines that fit the axes (about 3/4 of the figure's width), so no part of it is cut off."""
-    chars = max(20, int(0.75 * ax.figure.get_figwidth() * 72 / (0.6 * TITLE_SIZE)))
-    ax.set_title("\n".join(textwrap.wrap(text, chars)), fontsize=TITLE_SIZE)
+    """A title that fits the axes (about 3/4 of the figure's width), so no part of it is cut off."""
+    ax.set_title(wrapped(text, 0.75 * ax.figure.get_figwidth()), fontsize=TITLE_SIZE)
+
+
+def wrapped_ylabel(ax, text: str) -> None:
+    """A y-axis label that fits the axes' height (about 2/3 of the figure's)."""
+    ax.set_ylabel(wrapped(text, 0.65 * ax.figure.get_figheight(), LABEL_SIZE), fontsize=LABEL_SIZE)
 
 
 def significance_marks(results, metric: str) -> dict[str, list[str]]:
@@ -64,14 +74,15 @@ def significance_marks(results, metric: str) -> dict[str, list[str]]:
     return marks
 
 
-def reference_lines(results, ax, metric: str, means: dict[str, float]) -> list[float]:
-    """The scorer's chance level and the unedited arm's mean as horizontal lines; returns their levels."""
+def reference_lines(results, ax, metric: str) -> list[float]:
+    """The scorer's chance level and the unedited arm's (the first with no editor) mean as horizontal lines;
+    returns their levels."""
     scorer, _, name = metric.partition(".")
     chance = results.data.get("scorer_metrics", {}).get(scorer, {}).get("chance", {}).get(name)
-    arms = recipe_arms(results)
-    unedited = next((arm for arm in means if not arms[arm]["editor"]), None)
+    unedited = next(((arm, a["scores"][scorer][name]["mean"]) for arm, a in recipe_arms(results).items()
+                     if not a["editor"] and name in a["scores"].get(scorer, {})), None)
     lines = ([(chance, dict(color="#777777", linestyle=":", label=f"chance ({chance:g})"))] if chance is not None else [])
-    lines += ([(means[unedited], dict(color="#e45756", linestyle="--", label=f"unedited ({unedited}): {means[unedited]:.3g}"))]
+    lines += ([(unedited[1], dict(color="#e45756", linestyle="--", label=f"unedited ({unedited[0]}): {unedited[1]:.3g}"))]
               if unedited is not None else [])
     for level, style in lines:
         ax.axhline(level, linewidth=1.2, **style)
@@ -85,11 +96,11 @@ def metric_bars(results, metric: str, rows: list) -> str:
     bars = ax.bar(arms, means, yerr=stds, capsize=4, color="#4c78a8")
     marks = significance_marks(results, metric)
     ax.bar_label(bars, labels=["\n".join(marks.get(arm, [])) for arm in arms], padding=3, fontsize=7)
-    references = reference_lines(results, ax, metric, dict(zip(arms, means)))
+    references = reference_lines(results, ax, metric)
     levels = [m + s for m, s in zip(means, stds)] + references
     low, high = min(0.0, *(m - s for m, s in zip(means, stds))), max(0.0, *levels)
     ax.set_ylim(low, high + 0.45 * (high - low or 1.0))  # room above for the p labels and the legend
-    ax.set_ylabel(metric_label(metric, "\n"))
+    wrapped_ylabel(ax, metric_label(metric, "\n"))
     ax.set_xlabel("arm")
     wrapped_title(ax, f"{metric_label(metric)} per arm: mean ± std over repetitions (p: the comparisons on this "
                       f"metric, * below {ALPHA})")
@@ -132,7 +143,7 @@ def tradeoff_plot(results, metric: str, cost: str, points: list[tuple[str, str, 
     for arm, _, x, y in points:
         ax.annotate(arm, (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
     ax.set_xlabel(f"{metric_label(cost)}: cost of the edit")
-    ax.set_ylabel(metric_label(metric, "\n"))
+    wrapped_ylabel(ax, metric_label(metric, "\n"))
     wrapped_title(ax, f"{metric_label(metric)} against {metric_label(cost)}, one point per arm (means)")
     ax.legend(fontsize=8, title="locator", title_fontsize=8)
     return results.save_figure(fig, f"{metric}_vs_{cost}.png")
@@ -186,10 +197,11 @@ def sweep_plot(results, arm: str, metric: str, curves: dict, draws: int) -> str:
                     label=f"{draws} matched random draws (min-max)")
     ax.plot(sizes, curves["random_mean"], "--", color="#555555", label="random draws' mean")
     ax.plot(sizes, curves["located"], "o-", color="#d62728", label=f"{arm}: top k by locator score")
+    reference_lines(results, ax, metric)
     ax.set_xscale("log", base=2)
     ax.set_xticks(sizes, [str(k) for k in sizes])
     ax.set_xlabel("k (components edited, log scale)")
-    ax.set_ylabel(f"{metric_label(metric)}, mean over repetitions")
+    wrapped_ylabel(ax, f"{metric_label(metric, chr(10))}, mean over repetitions")
     wrapped_title(ax, f"{metric_label(metric)} against k: {arm}'s top k vs matched random draws; area "
                       f"{curves['area']:+.3g} over log2 k, rank p {curves['p']:.3g} ({curves['alternative']})")
     ax.legend(fontsize=8)
