@@ -58,13 +58,12 @@ def welch_interval(baseline: dict, treatment: dict, df: float) -> tuple[float, f
 
 def effect_text(data: dict, c: dict) -> str:
     """The means and their difference, with its uncertainty: a Welch confidence interval, or the draws' range."""
-    base = metric_summary(data, c["baseline"], c["metric"])
     if c.get("unit") == "arm":
         draws = c["draw_means"]
         mean = sum(draws) / len(draws)
         return (f"{number(c['baseline_mean'])} against the draws' {number(mean)} (range {number(min(draws))} to "
                 f"{number(max(draws))} over {len(draws)} draws), difference {signed(c['baseline_mean'] - mean)}")
-    treated = metric_summary(data, c["treatment"], c["metric"])
+    base, treated = (metric_summary(data, c[arm], c["metric"]) for arm in ("baseline", "treatment"))
     text = (f"{number(c['baseline_mean'])} → {number(c['treatment_mean'])}, difference "
             f"{signed(c['treatment_mean'] - c['baseline_mean'])}")
     if c.get("df"):
@@ -159,8 +158,9 @@ def design_warnings(data: dict) -> list[str]:
         drawn = [arm for arm in (c["baseline"], c["treatment"]) if is_random_draw(data["arms"][arm])]
         if drawn:
             warnings.append(
-                which + f"Welch's test rests on one random draw ({', '.join(drawn)}). Repetitions redraw answer orders, "
-                "not components, so p speaks for this draw only: between two random component sets this design gave "
+                which + f"Welch's test rests on one random draw ({', '.join(drawn)}). Repetitions (answer orders, or "
+                "questions) never redraw the components, so p speaks for this draw only: between two random component "
+                "sets this design gave "
                 f"p < {ALPHA} in {SINGLE_DRAW_FALSE_POSITIVES} of seeds (docs/recipes.md, `treatment_draws`). Compare "
                 f"against independent draws instead ({draws_needed(ALPHA, c['alternative'])} draws can reach p ≤ {ALPHA}).")
         scorer = c["metric"].partition(".")[0]
