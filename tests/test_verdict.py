@@ -149,9 +149,10 @@ def test_the_located_arm_against_its_draws_in_the_report_and_the_terminal(run):
     assert (row["random_min"], row["random_mean"], row["random_max"]) == pytest.approx(
         (min(effects), np.mean(effects), max(effects)), abs=1e-12)
     report = (run.run_dir / "report.md").read_text()
-    assert "## Located vs matched random draws" in report and "| effect (− base) |" in report
+    assert "## Located vs matched random draws" in report and "| effect vs base |" in report
     assert (f"| listed components × zero-ablation | fixed | acc.correct_prob | {row['effect']:+.3g} | "
-            f"{min(effects):+.3g} – {max(effects):+.3g} (3 draws) | {np.mean(effects):+.3g} |") in report
+            f"{min(effects):+.3g} – {max(effects):+.3g} (3 draws) | {np.mean(effects):+.3g} | "
+            f"{run.comparisons[1]['p']:.3g} (smallest 0.5; two-sided) |") in report
     console = Console(width=250, record=True, file=io.StringIO())
     console.print(located_vs_draws_table(run.data))
     terminal = console.export_text()
@@ -187,7 +188,7 @@ def test_two_locators_by_four_editors_make_an_eight_row_table():
     del data["arms"]["none"]  # no unedited arm: raw means, no effect
     rows = located_vs_draws_rows(data)
     assert rows[2]["effect"] == pytest.approx(0.62) and rows[2]["random_max"] == pytest.approx(0.7)
-    assert "| mean | random mean: min – max |" in "\n".join(located_vs_draws_lines(data))
+    assert "| mean | random: min – max | random mean | rank p |" in "\n".join(located_vs_draws_lines(data))
 
 
 def test_welch_interval_is_scipys_confidence_interval():

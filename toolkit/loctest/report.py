@@ -173,15 +173,15 @@ def located_vs_draws_rows(d: dict) -> list[dict]:
                      "editor": (located["editor"] or {}).get("plugin", "none"), "metric": c["metric"],
                      "effect": c["baseline_mean"] - offset, "draws": len(draws), "random_min": min(draws),
                      "random_mean": sum(draws) / len(draws), "random_max": max(draws),
-                     "p": p_text(c, "rank, " + c["alternative"])})
+                     "p": f"{c['p']:.3g} (smallest {c['min_p']:.3g}; {c['alternative']})"})
     return rows
 
 
 def located_vs_draws_header(d: dict) -> list[str]:
     """The columns of the located-vs-random-draws table: effects against the unedited arm, or raw means."""
     reference = unedited_arm(d)
-    value = f"effect (− {reference})" if reference else "mean"
-    return ["locator × editor", "arm", "metric", value, f"random {value}: min – max", "random mean", "p"]
+    return ["locator × editor", "arm", "metric", f"effect vs {reference}" if reference else "mean",
+            "random: min – max", "random mean", "rank p"]
 
 
 def located_vs_draws_cells(row: dict) -> list[str]:
@@ -202,7 +202,8 @@ def located_vs_draws_lines(d: dict) -> list[str]:
             "Each arm ranked among random draws, edited alike: its "
             + (f"effect (its mean minus the unedited arm {reference}'s)" if reference else
                "mean (no arm is unedited, so no effect is taken)")
-            + ", the draws' spread and mean, and the rank p (exact, never below 1 / (draws + 1)).", "",
+            + ", the same for the draws (min – max, and their mean), and the rank p with the smallest p the draws allow "
+              "(1 / (draws + 1), twice that two-sided) and the alternative.", "",
             "| " + " | ".join(header) + " |", "|" + "---|" * len(header),
             *("| " + " | ".join(located_vs_draws_cells(row)) + " |" for row in rows)]
 
