@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 
 from loctest.models import ModelConfig, load_model
-from loctest.runner import run_recipe
+from loctest.runner import prepare, run_recipe
 
-from conftest import tiny_recipe
+from conftest import ROOT, tiny_recipe
 
 
 def _weights(config: ModelConfig) -> dict[str, torch.Tensor]:
@@ -53,3 +54,9 @@ editor = { plugin = "zero-ablation" }
     report = (results.run_dir / "report.md").read_text()
     assert "NULL MODEL" in "\n".join(report.splitlines()[:8])
     assert json.loads((results.run_dir / "components" / "rand.json").read_text())[0]["name"].startswith("resid:")
+
+
+@pytest.mark.parametrize("recipe", sorted((ROOT / "recipes").glob("*.toml")), ids=lambda path: path.stem)
+def test_every_shipped_recipe_takes_the_null_model_unchanged(recipe):
+    prepared, _ = prepare(recipe, {"model.init": "random", "model.init_seed": 5})
+    assert (prepared.model.init, prepared.model.init_seed) == ("random", 5)

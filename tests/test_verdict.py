@@ -14,7 +14,7 @@ from loctest import models
 from loctest.cli import main
 from loctest.models import ModelConfig, model_caveat
 from loctest.report import located_vs_draws_lines, located_vs_draws_rows, located_vs_draws_table
-from loctest.verdict import sentence, verdict_lines, warnings_of, welch_interval
+from loctest.verdict import sentence, unreachable_alpha_warnings, verdict_lines, warnings_of, welch_interval
 
 from conftest import tiny_recipe, write_plugin
 
@@ -257,3 +257,16 @@ def test_the_cli_prints_the_verdict_after_the_results_table(run, capsys):
     for c in run.comparisons:
         assert " ".join(sentence(run.data, c).split()) in flat
     assert flat.count("warning:") == 3 and "rests on one random draw" in flat
+
+
+def test_comparisons_of_one_design_share_one_floor_warning_under_their_declared_arm_names():
+    arms = {"loc": {}, "ctl~draw0": {"draw": {"of": "ctl", "draw": 0}}}
+    comparison = {"baseline": "loc", "treatment": "ctl~draw0", "draws": 9, "min_p": 0.1, "alternative": "greater"}
+    comparisons = [{**comparison, "metric": f"s.m{i}"} for i in range(4)]
+    comparisons.append({**comparison, "metric": "s.kl", "min_p": 0.2, "alternative": "two-sided"})
+    comparisons.append({**comparison, "metric": "s.fine", "draws": 19, "min_p": 0.05})
+    assert unreachable_alpha_warnings({"arms": arms, "comparisons": comparisons}) == [
+        "4 comparisons (loc vs ctl, s.m0; loc vs ctl, s.m1; loc vs ctl, s.m2; and 1 more) cannot reach p ≤ 0.05 "
+        "(smallest possible with 9 draws: 0.1); add draws (19 draws can reach it).",
+        "loc vs ctl, s.kl: this design cannot reach p ≤ 0.05 (smallest possible with 9 draws: 0.2); add draws "
+        "(39 draws can reach it)."]

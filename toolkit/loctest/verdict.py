@@ -140,11 +140,27 @@ def p_floor(c: dict) -> str:
     return f"smallest possible{design}: {c['min_p']:.4g}"
 
 
-def unreachable_alpha_warnings(comparisons: list[dict]) -> list[str]:
-    """A warning per comparison whose design cannot reach p <= ALPHA, whatever the data."""
-    return [f"{c['baseline']} vs {c['treatment']}, {c['metric']}: this design cannot reach p ≤ {ALPHA} ({p_floor(c)})"
-            + (f"; add draws ({draws_needed(ALPHA, c['alternative'])} draws can reach it)" if "draws" in c else "") + "."
-            for c in comparisons if (c.get("min_p") or 0) > ALPHA]
+def declared_arm(data: dict, name: str) -> str:
+    """An arm as the recipe declares it: one drawn by ``draws = N`` goes by its declared name."""
+    drawn = data["arms"].get(name, {}).get("draw")
+    return drawn["of"] if drawn else name
+
+
+def unreachable_alpha_warnings(data: dict) -> list[str]:
+    """One warning per design (its floor and the draws it would need) under which comparisons cannot reach
+    p <= ALPHA, whatever the data; naming the first three such comparisons."""
+    groups: dict[str, list[str]] = {}
+    for c in data["comparisons"]:
+        if (c.get("min_p") or 0) > ALPHA:
+            remedy = f"; add draws ({draws_needed(ALPHA, c['alternative'])} draws can reach it)" if "draws" in c else ""
+            label = f"{c['baseline']} vs {declared_arm(data, c['treatment'])}, {c['metric']}"
+            groups.setdefault(f"({p_floor(c)}){remedy}", []).append(label)
+    warnings = []
+    for design, labels in groups.items():
+        named = "; ".join(labels[:3]) + (f"; and {len(labels) - 3} more" if len(labels) > 3 else "")
+        subject = f"{len(labels)} comparisons ({named}) cannot" if len(labels) > 1 else f"{named}: this design cannot"
+        warnings.append(f"{subject} reach p ≤ {ALPHA} {design}.")
+    return warnings
 
 
 def design_warnings(data: dict) -> list[str]:
@@ -172,7 +188,7 @@ def design_warnings(data: dict) -> list[str]:
 
 def warnings_of(data: dict) -> list[str]:
     """Every warning about a comparison's design, as plain sentences."""
-    return design_warnings(data) + unreachable_alpha_warnings(data["comparisons"])
+    return design_warnings(data) + unreachable_alpha_warnings(data)
 
 
 def verdict_lines(data: dict) -> list[str]:
