@@ -54,6 +54,8 @@ def test_draws_run_as_matched_independent_arms_and_the_comparison_ranks_among_th
     expected = rank_test(results.data["arms"]["located"]["scores"]["kl"]["kl"]["mean"], means, "greater")
     assert comparison["p"] == pytest.approx(expected["p"])
     assert comparison["min_p"] == pytest.approx(rank_min_p(5, "greater"))
+    heatmaps = sorted(path.name for path in (results.run_dir / "figures").glob("layers_*"))
+    assert heatmaps == ["layers_control_draw0.png", "layers_located.png"]  # the draws share the located counts
 
 
 @pytest.mark.parametrize(("change", "key", "expected"), [

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from loctest.stats import sign_test_min_p, summary, welch
+from loctest.stats import mcnemar, paired_examples, paired_t, per_example_values, sign_test_min_p, summary, welch
 
 BASELINE = [0.62, 0.60, 0.65, 0.61, 0.63, 0.59, 0.64]
 TREATMENT = [0.55, 0.58, 0.52, 0.57, 0.56]
@@ -180,3 +180,69 @@ def test_paired_t_equals_scipy_and_handles_constant_differences():
     assert paired_t([1.0, 2.0, 3.0], [0.5, 1.5, 2.5], "less")["p"] == 1.0
     assert paired_t([1.0, 2.0], [1.0, 2.0])["p"] == 1.0
     assert paired_t([1.0], [0.5])["p"] is None and paired_t([1.0], [0.5])["min_p"] is None
+
+
+def test_per_example_values_come_from_the_details_or_the_mean_over_repetitions():
+    details = {"id": ["a", "b", "c"], "kl": [0.1, 0.2, 0.3], "per_repetition": {"accuracy": [[1, 0, 1], [1, 1, 0]]}}
+    assert per_example_values(details, "kl").tolist() == [0.1, 0.2, 0.3]
+    assert per_example_values(details, "accuracy").tolist() == [1.0, 0.5, 0.5]
+    assert per_example_values(details, "mc2") is None
+    assert per_example_values({**details, "kl": [0.1, 0.2]}, "kl") is None  # not one value per example
+    assert per_example_values({"kl": [0.1]}, "kl") is None  # no ids: nothing to pair by
+
+
+def test_paired_examples_uses_mcnemar_for_0_1_values_and_a_paired_t_otherwise():
+    rng = np.random.default_rng(0)
+    ids = [f"q{i}" for i in range(30)]
+    right_a, right_b = rng.integers(0, 2, 30), rng.integers(0, 2, 30)
+    test = paired_examples({"id": ids, "accuracy": right_a.tolist()}, {"id": ids, "accuracy": right_b.tolist()},
+                           "accuracy", "greater")
+    assert test == mcnemar(right_a, right_b, "greater")
+    a, b = rng.normal(size=30), rng.normal(0.5, 1, size=30)
+    test = paired_examples({"id": ids, "kl": a.tolist()}, {"id": ids, "kl": b.tolist()}, "kl", "less")
+    assert test["test"] == "paired t" and test["p"] == pytest.approx(stats.ttest_rel(a, b, alternative="less").pvalue)
+    assert test == paired_t(a, b, "less")
+    shuffled = paired_examples({"id": ids, "kl": a.tolist()}, {"id": ids[::-1], "kl": b.tolist()}, "kl")
+    assert shuffled["p"] is None and "different examples" in shuffled["note"]
+    assert paired_examples({"id": ids}, {"id": ids}, "kl") is None
+
+
+def test_a_run_pairs_each_comparison_example_by_example(tmp_path):
+    import json
+
+    import loctest
+    from conftest import tiny_recipe
+
+    recipe = tiny_recipe(tmp_path, """
+[datasets.tqa]
+plugin = "truthfulqa-binary"
+limit = 12
+[scorers.acc]
+plugin = "binary-choice"
+dataset = "tqa"
+repetitions = 1
+[arms.base]
+[arms.zeroed]
+locator = { plugin = "random", kind = "head", count = 4 }
+editor = { plugin = "zero-ablation" }
+[[comparisons]]
+baseline = "base"
+treatment = "zeroed"
+metric = "acc.accuracy"
+[[comparisons]]
+baseline = "base"
+treatment = "zeroed"
+metric = "acc.correct_prob"
+alternative = "two-sided"
+""")
+    results = loctest.run(recipe, progress=False)
+    details = {arm: json.loads((results.run_dir / "details" / f"{arm}.acc.json").read_text()) for arm in ("base", "zeroed")}
+    accuracy, prob = results.comparisons
+    right = [np.asarray(details[arm]["per_repetition"]["accuracy"][0]) for arm in ("base", "zeroed")]
+    assert accuracy["paired"] == mcnemar(*right, "greater")
+    probs = [np.asarray(details[arm]["per_repetition"]["correct_prob"][0]) for arm in ("base", "zeroed")]
+    assert prob["paired"]["test"] == "paired t"
+    assert prob["paired"]["p"] == pytest.approx(stats.ttest_rel(*probs).pvalue)
+    report = (results.run_dir / "report.md").read_text()
+    assert f"| base | zeroed | acc.accuracy | exact McNemar, greater; right only under base {accuracy['paired']['baseline_only']}" in report
+    assert "example by example, exact McNemar over 12 examples" in report.split("## Verdict", 1)[1]

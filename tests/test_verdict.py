@@ -235,7 +235,8 @@ def test_no_comparisons_no_verdict_and_no_test_says_why():
     assert verdict_lines(data | {"comparisons": []}) == []
     untested = data["comparisons"][0] | {"p": None, "min_p": None, "df": None, "note": "needs at least 2 repetitions per arm"}
     text = sentence(data, untested)
-    assert text.startswith("No test of whether edit") and "no test (needs at least 2 repetitions per arm)" in text
+    assert text.startswith("No test of whether edit") and "; no Welch's t-test across" in text
+    assert "(needs at least 2 repetitions per arm)" in text
     assert warnings_of(data | {"comparisons": [untested]}) == []
 
 

@@ -178,7 +178,7 @@ def figures(results) -> list[str]:
         by_metric.setdefault(f"{scorer}.{metric}", []).append((arm, s["mean"], s["std"]))
     written = [metric_bars(results, metric, rows) for metric, rows in by_metric.items()]
     written += [layer_heatmap(results, arm, d["counts_by_layer"]) for arm, d in recipe_arms(results).items()
-                if d["n_components"]]
+                if d["n_components"] and d.get("draw", {}).get("draw", 0) == 0]  # of an arm's draws, the first
     return written + tradeoff_plots(results)
 
 

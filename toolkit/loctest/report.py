@@ -71,19 +71,26 @@ def paired_test_text(test: dict, c: dict) -> str:
 def paired_tests(d: dict) -> list[str]:
     """Every test a scorer added to a comparison's ``extra`` in loctest.stats' format (a dict with ``test`` and
     ``p``: McNemar, paired t, ...), once per scorer and pair of arms."""
+    def row(c: dict, statistic: str, t: dict) -> str:
+        return (f"| {c['baseline']} | {c['treatment']} | {statistic} | {paired_test_text(t, c)} | {t.get('n', '')} | "
+                f"{fmt(t.get('mean_difference'))} | {p_text(t)} |")
+
     rows, seen = [], set()
     for c in d["comparisons"]:
+        if c.get("paired"):
+            rows.append(row(c, c["metric"], c["paired"]))
         scorer = c["metric"].partition(".")[0]
         if (scorer, c["baseline"], c["treatment"]) in seen:
             continue
         seen.add((scorer, c["baseline"], c["treatment"]))
-        rows += [f"| {c['baseline']} | {c['treatment']} | {scorer}.{name} | {paired_test_text(t, c)} | {t.get('n', '')} | "
-                 f"{fmt(t.get('mean_difference'))} | {p_text(t)} |"
-                 for name, t in c.get("extra", {}).items() if isinstance(t, dict) and {"test", "p"} <= t.keys()]
+        rows += [row(c, f"{scorer}.{name}", t) for name, t in c.get("extra", {}).items()
+                 if isinstance(t, dict) and {"test", "p"} <= t.keys()]
     if not rows:
         return []
-    return ["", "## Paired tests", "", "Tests the scorers add to a comparison, over the examples both arms scored "
-            "(`extra` in `results.json`).", "",
+    return ["", "## Paired tests", "", "Over the examples both arms scored: each comparison's metric example by example "
+            "(`paired` in `results.json`: exact McNemar when every value is 0 or 1, else a paired t-test, in the "
+            "comparison's alternative; per-example values are each example's mean over repetitions), then the "
+            "tests scorers add (`extra`).", "",
             "| baseline | treatment | statistic | test | pairs | treatment − baseline | p |", "|---|---|---|---|---|---|---|", *rows]
 
 

@@ -29,7 +29,7 @@ from .plugin_manager import PluginHost, create_host
 from .progress import Progress, RunLog, log_failure, quiet_third_party_bars
 from .recipe import ArmSpec, Comparison, DatasetSelection, Recipe, apply_overrides, read_recipe, validate
 from .results import RunResults
-from .stats import rank_test, summary, welch
+from .stats import paired_examples, rank_test, summary, welch
 from .sweeps import sweep_arms, sweep_summary
 
 
@@ -330,9 +330,11 @@ class Run:
                     "draw_means": draw_means, "unit": "arm"}
         else:
             test = {**welch(a, b, comparison.alternative), "unit": "repetition"}
+        paired = None if comparison.treatment_draws else paired_examples(base.details, treated.details, metric,
+                                                                          comparison.alternative)
         return {"baseline": comparison.baseline, "treatment": comparison.treatment, "metric": comparison.metric,
                 "baseline_mean": summary(a)["mean"], "treatment_mean": summary(b)["mean"], **test,
-                "extra": self.recipe.scorers[scorer].instance.compare(base, treated)}
+                "paired": paired, "extra": self.recipe.scorers[scorer].instance.compare(base, treated)}
 
     def results(self, comparisons: list[dict]) -> RunResults:
         """What the run produced; ``data`` is the content of ``results.json``."""

@@ -97,3 +97,29 @@ def paired_t(baseline, treatment, alternative: Alternative = "two-sided") -> dic
         shifted = {"greater": diff[0] < 0, "less": diff[0] > 0, "two-sided": diff[0] != 0}[alternative]
         return {**out, "p": 0.0 if shifted else 1.0, "min_p": 0.0, "note": "the same difference in every pair"}
     return {**out, "p": float(stats.ttest_rel(a, b, alternative=alternative).pvalue), "min_p": 0.0}
+
+
+def per_example_values(details: dict, metric: str) -> np.ndarray | None:
+    """A metric's value per example from a scorer's ``details``: ``details[metric]`` (one number per ``id``), else
+    the mean over repetitions of ``details["per_repetition"][metric]`` ([repetitions][examples]); None if neither."""
+    ids = details.get("id") or []
+    values = details.get(metric)
+    if not ids or values is None:
+        values = np.asarray((details.get("per_repetition") or {}).get(metric, []), float)
+        return values.mean(0) if values.ndim == 2 and values.shape[1] == len(ids) and len(ids) else None
+    values = np.asarray(values, float) if len(values) == len(ids) else np.empty(0)
+    return values if values.ndim == 1 and len(values) else None
+
+
+def paired_examples(baseline: dict, treatment: dict, metric: str, alternative: Alternative = "two-sided") -> dict | None:
+    """A paired test of two arms' per-example values of ``metric`` (:func:`per_example_values` of each arm's
+    details): exact McNemar when every value is 0 or 1, else a paired t-test; None when a scorer gives no
+    per-example values. The examples must be the same, in the same order."""
+    a, b = per_example_values(baseline, metric), per_example_values(treatment, metric)
+    if a is None or b is None:
+        return None
+    if baseline.get("id") != treatment.get("id"):
+        return {"test": "paired", "alternative": alternative, "p": None, "min_p": None,
+                "note": "the arms scored different examples"}
+    binary = np.isin(a, (0, 1)).all() and np.isin(b, (0, 1)).all()
+    return mcnemar(a, b, alternative) if binary else paired_t(a, b, alternative)

@@ -76,15 +76,18 @@ def effect_text(data: dict, c: dict) -> str:
 
 def p_value_text(data: dict, c: dict) -> str:
     """p, its test and direction, and the smallest p the design allows; or why there is no test."""
-    if c.get("p") is None:
-        return f"no test ({c.get('note', 'no p-value')})"
     if c.get("unit") == "arm":
         test = f"rank among {c['draws']} draws"
     else:
         test = f"Welch's t-test across {metric_summary(data, c['baseline'], c['metric'])['n']} repetitions"
     sides = "two-sided" if c["alternative"] == "two-sided" else "one-sided"
     floor = f"smallest possible p {number(c['min_p'])}" if c.get("min_p") is not None else ""
-    return f"p = {number(c['p'])} ({', '.join(filter(None, [test, sides, floor]))})"
+    text = (f"p = {number(c['p'])} ({', '.join(filter(None, [test, sides, floor]))})" if c.get("p") is not None
+            else f"no {test} ({c.get('note', 'no p-value')})")
+    if (paired := c.get("paired")) and paired.get("p") is not None:
+        text += (f"; example by example, {paired['test']} over {paired['n']} examples p = {number(paired['p'])} "
+                 f"(smallest possible {number(paired['min_p'])})")
+    return text
 
 
 def claim_text(data: dict, c: dict) -> str:
@@ -126,10 +129,11 @@ def context_text(data: dict, c: dict) -> str:
 
 def sentence(data: dict, c: dict) -> str:
     """One comparison's verdict in one sentence."""
-    if c.get("p") is None:
+    p = c["p"] if c.get("p") is not None else (c.get("paired") or {}).get("p")  # the paired test, without repetitions
+    if p is None:
         opening = "No test of whether"
     else:
-        opening = "Evidence that" if c["p"] < ALPHA else "No evidence that"
+        opening = "Evidence that" if p < ALPHA else "No evidence that"
     details = "; ".join(filter(None, [effect_text(data, c), p_value_text(data, c), context_text(data, c)]))
     return f"{opening} {claim_text(data, c)}: {details}."
 
