@@ -11,7 +11,7 @@ from loctest import ComponentSet, Example
 from loctest.context import RunContext
 from loctest.errors import RecipeError, UserError
 from loctest.progress import Progress
-from loctest.runner import prepare
+from loctest.runner import prepare, run_recipe
 from loctest_plugins.common.binary_prompts import BinaryPromptConfig, binary_prompts
 from loctest_plugins.common.qa import QA_PROMPT, qa_prompt
 from loctest_plugins.editors.iti_shift import ITIShift
@@ -144,7 +144,7 @@ def test_refused_combinations_say_why(tmp_path):
     with pytest.raises(ValueError, match="binary-choice prompts have none"):
         MeanAblationConfig(dataset="qa", prompt="binary-choice", positions="continuation")
     ipo = editor("ipo-lora", EDITORS["ipo-lora"] | {"full_model": True})
-    with pytest.raises(UserError, match=r"arms\.edit\.editor: .*residual stream"):
+    with pytest.raises(UserError, match=r"^ipo-lora: full_model .*residual stream"):
         ipo.interventions(context(cached_model("transformer-lens"), tmp_path), ComponentSet(["resid:1"]))
     recipe = tiny_recipe(tmp_path, """[datasets.qa]
 plugin = "truthfulqa-binary"
@@ -164,3 +164,17 @@ editor = { plugin = "ipo-lora", dataset = "qa", full_model = true }
     problems = "\n".join(refused.value.problems)
     assert "arms.resample.editor.positions" in problems and "last prompt token" in problems
     assert "arms.full.editor" in problems and "residual stream" in problems
+    located = tiny_recipe(tmp_path, """[datasets.qa]
+plugin = "truthfulqa-binary"
+limit = 4
+[scorers.choice]
+plugin = "binary-choice"
+dataset = "qa"
+[arms.full]
+locator = { plugin = "random", kind = "resid", count = 1 }
+editor = { plugin = "ipo-lora", dataset = "qa", full_model = true }
+""", name="located.toml")
+    with pytest.raises(RecipeError) as at_run_time:  # located components are known only when the run has them
+        run_recipe(located, progress=False)
+    (problem,) = at_run_time.value.problems
+    assert problem.startswith(f"{located}: arms.full.editor: ipo-lora: full_model") and problem.count("arms.") == 1

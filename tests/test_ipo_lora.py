@@ -199,8 +199,8 @@ def test_full_model_baseline_trains_peft_and_leaves_the_backend_alone(tmp_path):
     assert all(torch.equal(before[k], v) for k, v in backend.backend.loaded_module().state_dict().items())
     assert spec["conversion_residual"] < 1e-6 and spec["steps"] == 4
     assert all(torch.all(s.mask == 1) and s.b.abs().sum() > 0 for s in edit.sites)
-    with pytest.raises(UserError, match="positions"):
-        trained(tmp_path / "last", full_model=True, positions="last")
+    with pytest.raises(ValueError, match="full_model trains a weight update, which acts at every token"):
+        IpoLoraConfig(full_model=True, positions="last")
 
 
 def test_recipe_rerun_skips_training(tmp_path):

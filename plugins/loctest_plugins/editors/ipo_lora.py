@@ -68,6 +68,13 @@ class IpoLoraConfig(PluginConfig):
             raise ValueError("system_prompt needs chat = true")
         return self
 
+    @model_validator(mode="after")
+    def _full_model_acts_everywhere(self):
+        if self.full_model and self.positions != "all":
+            raise ValueError("full_model trains a weight update, which acts at every token: use positions = 'all' "
+                             f"(got {self.positions!r})")
+        return self
+
 
 class IpoLora(Editor):
     name = "ipo-lora"
@@ -91,9 +98,9 @@ class IpoLora(Editor):
 
     def interventions(self, context, components):
         if not len(components):
-            raise UserError(f"arms.{context.arm}: ipo-lora needs at least one component; the arm has none")
+            raise UserError("ipo-lora needs at least one component; the arm has none")
         if reason := self.refusal(self.config, {c.kind for c in components}):
-            raise UserError(f"arms.{context.arm}.editor: ipo-lora: {reason}")
+            raise UserError(f"ipo-lora: {reason}")
         if self.config.load:
             edit, spec = self.saved_edit(context, components)
             source = f"load: {self.config.load}"
@@ -111,7 +118,7 @@ class IpoLora(Editor):
         }
         for what, (saved, wanted) in problems.items():
             if saved != wanted:
-                raise UserError(f"arms.{context.arm}.editor.load: the edit in {self.config.load} was trained for "
+                raise UserError(f"load: the edit in {self.config.load} was trained for "
                                 f"{what} {_short(saved)}, this arm has {_short(wanted)}")
         return edit, spec
 
@@ -143,7 +150,7 @@ class IpoLora(Editor):
         pairs = preference_pairs(context.dataset(self.config.dataset), self.question_prompt(context.model),
                                  answer_prefix="" if self.config.chat and context.model.uses_chat_template else " ")
         if not pairs:
-            raise UserError(f"arms.{context.arm}.editor.dataset: dataset {self.config.dataset!r} has no question with "
+            raise UserError(f"dataset: dataset {self.config.dataset!r} has no question with "
                             "both a correct and an incorrect answer")
         if self.config.max_pairs is not None and len(pairs) > self.config.max_pairs:
             keep = context.rng("ipo-lora", "subset").choice(len(pairs), size=self.config.max_pairs, replace=False)
@@ -176,9 +183,6 @@ class IpoLora(Editor):
         return edit, history, {}
 
     def train_full_model(self, context, components, pairs, reference, schedule, seed, advance):
-        if self.config.positions != "all":
-            raise UserError(f"arms.{context.arm}.editor.positions: full_model trains a weight update, which acts at "
-                            f"every token: use positions = 'all' (got {self.config.positions!r})")
         module, targets = context.model.separate_copy(list(components.site_indices(context.shape)))
         model = full_model.lora_model(module, targets, seed)
         history = train(full_model.logits_of(model), full_model.lora_parameters(model), context.model, pairs,
