@@ -16,7 +16,8 @@ class RandomConfig(PluginConfig):
     count: int | None = Field(None, ge=1, description="How many components to draw (uniformly over the chosen layers).")
     layers: list[int] | None = Field(None, description="Layers to draw from (default: all).")
     match: ArmRef | None = Field(None, description="Arm whose components to match: same count of each kind in each layer (overrides kind/count/layers).")
-    draw: int = Field(0, description="Draw number: different draws give independent random sets under the same seed.")
+    draw: int = Field(0, description="Draw number: different draws give independent random sets under the same seed "
+                                     "(an arm's `draws = N` runs draw, draw + 1, ..., draw + N - 1).")
 
 
 class RandomLocator(Locator):
