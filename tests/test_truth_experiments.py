@@ -233,6 +233,11 @@ metric = "truthfulqa.accuracy"
 baseline = "baseline"
 treatment = "fixed"
 metric = "mmlu.accuracy"
+
+[[comparisons]]
+baseline = "fixed"
+treatment = "random"
+metric = "truthfulqa.accuracy"
 """
 
 
@@ -251,6 +256,8 @@ def test_report_has_the_papers_tables_and_figures(tmp_path):
     report = (run / "report.md").read_text()
     assert f"| fixed | 4 (mlp 2, attn 2) |" in report
     assert f"{100 * drop:.1f}%" in report and "Eq. 11" in report
+    eq11 = report.split("Eq. 11:", 1)[1].split("\n## ", 1)[0]  # P_pre is the unedited model's: edited pairs stay out
+    assert "| truthfulqa | baseline | fixed |" in eq11 and "| truthfulqa | fixed | random |" not in eq11
     assert "| baseline | fixed | mmlu.accuracy_baseline_greater | exact McNemar, greater; right only under baseline" in report
     assert "## Accuracy by arm and scorer" in report
     saved = json.loads((run / "results.json").read_text())

@@ -134,12 +134,14 @@ def category_bars(results, comparison: dict) -> str:
 
 @hookimpl
 def loctest_report_sections(results):
-    """Truth Neurons' Eq. 11 and Figure 4 for every pair of arms a binary-choice scorer compared: the relative drop
-    of the correct answer's probability, and the share of questions (per category too) where it fell."""
+    """Truth Neurons' Eq. 11 and Figure 4 for every edited arm a binary-choice scorer compared with an unedited one
+    (P_pre is the unedited model's): the relative drop of the correct answer's probability, and the share of
+    questions (per category too) where it fell."""
     from loctest.report import pct
 
+    arms = results.data["arms"]
     shifts = {(c["metric"].partition(".")[0], c["baseline"], c["treatment"]): c  # one per scorer and pair of arms
-              for c in results.comparisons_of(BinaryChoice.name)}
+              for c in results.comparisons_of(BinaryChoice.name) if not arms[c["baseline"]]["editor"]}
     if not shifts:
         return None
     lines = ["## Probability of the correct answer (binary choice)", "",
