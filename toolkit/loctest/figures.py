@@ -16,6 +16,7 @@ from .verdict import ALPHA  # noqa: E402
 
 KIND_LABELS = {"mlp": "MLP neurons", "attn": "attention neurons", "head": "attention heads", "resid": "residual-stream layers"}
 TITLE_SIZE = LABEL_SIZE = 10
+CROWDED_BARS = 12  # more arms than this in one bar chart: the compact layout
 
 
 def recipe_arms(results) -> dict[str, dict]:
@@ -91,11 +92,13 @@ def reference_lines(results, ax, metric: str) -> list[float]:
 
 def metric_bars(results, metric: str, rows: list) -> str:
     """Each arm's mean ± std, the chance and unedited lines, and the p of the comparisons testing each arm."""
-    fig, ax = plt.subplots(figsize=(max(5.5, 1.3 * len(rows)), 4.2))
+    crowded = len(rows) > CROWDED_BARS  # narrow bars: vertical labels, and the figure stops growing at 16 inches
+    fig, ax = plt.subplots(figsize=(min(16.0, max(5.5, (0.4 if crowded else 1.3) * len(rows))), 4.2))
     arms, means, stds = [r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows]
-    bars = ax.bar(arms, means, yerr=stds, capsize=4, color="#4c78a8")
+    bars = ax.bar(arms, means, yerr=stds, capsize=2 if crowded else 4, color="#4c78a8")
     marks = significance_marks(results, metric)
-    ax.bar_label(bars, labels=["\n".join(marks.get(arm, [])) for arm in arms], padding=3, fontsize=7)
+    ax.bar_label(bars, labels=["\n".join(marks.get(arm, [])) for arm in arms], padding=3, fontsize=6 if crowded else 7,
+                 rotation=90 if crowded else 0)
     references = reference_lines(results, ax, metric)
     levels = [m + s for m, s in zip(means, stds)] + references
     low, high = min(0.0, *(m - s for m, s in zip(means, stds))), max(0.0, *levels)
@@ -104,7 +107,7 @@ def metric_bars(results, metric: str, rows: list) -> str:
     ax.set_xlabel("arm")
     wrapped_title(ax, f"{metric_label(metric)} per arm: mean ± std over repetitions (p: the comparisons on this "
                       f"metric, * below {ALPHA})")
-    ax.tick_params(axis="x", rotation=20)
+    ax.tick_params(axis="x", rotation=90 if crowded else 20, labelsize=7 if crowded else None)
     plt.setp(ax.get_xticklabels(), ha="right", rotation_mode="anchor")
     if references:
         ax.legend(fontsize=7, loc="upper right")  # in the room above the bars
