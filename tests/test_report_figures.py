@@ -11,7 +11,7 @@ import pytest
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 
 import loctest
-from loctest.figures import figures, sweep_figures
+from loctest.figures import figures, metric_bars, sweep_figures
 from loctest.html_report import html_page
 
 from conftest import ROOT, tiny_recipe
@@ -159,3 +159,22 @@ def test_html_embeds_only_files_of_the_run_directory(tmp_path):
     assert data_images(page) == [b"\x89PNG\r\n\x1a\nfake"]
     assert "example.com" not in page and "secret" not in page and "<script>" not in page
     assert page.count("not found]") == 3 and "<title>T &lt;1&gt;</title>" in page
+
+
+def test_a_bar_chart_of_many_arms_stops_growing_and_keeps_every_text_inside(run):
+    kept = []
+    save = run.save_figure
+
+    def keep(fig, name):
+        kept.append(fig)
+        return save(fig, name)
+
+    run.save_figure = keep
+    try:
+        metric_bars(run, "kl.kl", [(f"a-random-draw-with-a-long-name~draw{i}", 0.1 * (i % 5), 0.02) for i in range(40)])
+    finally:
+        del run.save_figure
+    (fig,) = kept
+    (ax,) = fig.axes
+    assert fig.get_size_inches()[0] == 16.0 and outside_the_figure(fig) == []
+    assert {label.get_rotation() for label in ax.get_xticklabels()} == {90.0}
