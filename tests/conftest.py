@@ -132,11 +132,53 @@ BUILTINS = {"locator": ["random"], "editor": ["zero-ablation"], "scorer": ["bina
             "backend": ["transformer-lens", "nnsight"], "dataset": ["truthfulqa-binary", "table"]}
 
 
-def write_plugin(folder: Path, stem: str, source: str = LOCATOR, locator: str | None = None) -> Path:
-    """A drop-in plugin file ``folder/stem.py``; ``locator`` renames the example locator."""
+LOGGING_SCORER = '''
+from pathlib import Path
+
+from pydantic import Field
+
+from loctest import hookimpl
+from MODULE import BASE, BASE_CONFIG
+
+
+class LoggingConfig(BASE_CONFIG):
+    log: str = Field(..., description="File that gets the arm's name at each score() call.")
+    interrupt_arm: str = Field("", description="Arm whose first scoring is interrupted (once, like Ctrl-C).")
+
+
+class Logging(BASE):
+    name = "NAME"
+    description = "A built-in scorer that logs its calls and can be interrupted once."
+    Config = LoggingConfig
+
+    def score(self, context, interventions):
+        log = Path(self.config.log)
+        interrupted = log.with_suffix(".interrupted")
+        if context.arm == self.config.interrupt_arm and not interrupted.exists():
+            interrupted.touch()
+            raise KeyboardInterrupt
+        with log.open("a") as f:
+            f.write(context.arm + "\\n")
+        return super().score(context, interventions)
+
+
+@hookimpl
+def register_scorers(register):
+    register(Logging)
+'''
+
+
+def logging_scorer(module: str, base: str, base_config: str) -> str:
+    """Drop-in source of a built-in scorer (``module.base``) that also logs each scored arm to its ``log`` file and
+    raises KeyboardInterrupt at the first scoring of ``interrupt_arm``: for caching and resuming tests."""
+    return LOGGING_SCORER.replace("MODULE", module).replace("BASE_CONFIG", base_config).replace("BASE", base)
+
+
+def write_plugin(folder: Path, stem: str, source: str = LOCATOR, name: str | None = None) -> Path:
+    """A drop-in plugin file ``folder/stem.py`` whose plugin is named ``name`` (default: the stem, "_" as "-")."""
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{stem}.py"
-    path.write_text(textwrap.dedent(source).replace('"NAME"', repr(locator or stem.replace("_", "-"))))
+    path.write_text(textwrap.dedent(source).replace('"NAME"', repr(name or stem.replace("_", "-"))))
     return path
 
 

@@ -102,7 +102,7 @@ def test_unknown_name_suggests_and_lists_valid_names():
 
 
 def test_dropin_duplicate_of_a_builtin_names_both_plugins(tmp_path):
-    write_plugin(tmp_path, "shadow", locator="random")
+    write_plugin(tmp_path, "shadow", name="random")
     with pytest.raises(UserError, match="duplicate locator name 'random': registered by 'builtins' and again by 'shadow'"):
         create_host(extra_paths=[tmp_path], autoload=False)
 
@@ -208,7 +208,7 @@ def test_misspelled_hook_name_is_an_error(tmp_path, capsys):
 def autoload_sources(tmp_path, monkeypatch):
     """A fake repo drop-in folder and a third-party entry point, each bringing one locator."""
     write_plugin(tmp_path / "repo_plugins", "repo_dropin")
-    write_plugin(tmp_path / "site", "third_party_mod", locator="third-party")
+    write_plugin(tmp_path / "site", "third_party_mod", name="third-party")
     monkeypatch.syspath_prepend(str(tmp_path / "site"))
     monkeypatch.setattr("loctest.plugin_manager.repo_dropin_dir", lambda: tmp_path / "repo_plugins")
     real = importlib.metadata.entry_points

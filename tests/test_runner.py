@@ -17,7 +17,7 @@ from loctest.progress import Progress
 from loctest.runner import new_run_dir
 from loctest.stats import summary
 from loctest_plugins.locators.random import RandomLocator
-from conftest import tiny_recipe, write_plugin
+from conftest import logging_scorer, tiny_recipe, write_plugin
 
 PARITY_ATOL = 1e-5  # probabilities, float32 on CPU; accuracies must be identical
 
@@ -77,40 +77,7 @@ def loctest_report_sections(results):
     return "## Observer\\n\\nSaw arms " + ", ".join(results.data["arms"])
 '''
 
-COUNTING = '''
-from pathlib import Path
-
-from pydantic import Field
-
-from loctest import hookimpl
-from loctest_plugins.scorers.binary_choice import BinaryChoice, BinaryChoiceConfig
-
-
-class CountingConfig(BinaryChoiceConfig):
-    log: str = Field(..., description="File that gets the arm's name at each score() call.")
-    interrupt_arm: str = Field("", description="Arm whose first scoring is interrupted (once, like Ctrl-C).")
-
-
-class CountingChoice(BinaryChoice):
-    name = "counting-choice"
-    description = "binary-choice that logs its calls and can be interrupted once."
-    Config = CountingConfig
-
-    def score(self, context, interventions):
-        log = Path(self.config.log)
-        interrupted = log.with_suffix(".interrupted")
-        if context.arm == self.config.interrupt_arm and not interrupted.exists():
-            interrupted.touch()
-            raise KeyboardInterrupt
-        with log.open("a") as f:
-            f.write(context.arm + "\\n")
-        return super().score(context, interventions)
-
-
-@hookimpl
-def register_scorers(register):
-    register(CountingChoice)
-'''
+COUNTING = logging_scorer("loctest_plugins.scorers.binary_choice", "BinaryChoice", "BinaryChoiceConfig")
 
 
 def write_recipe(folder: Path, text: str = RECIPE) -> Path:
@@ -284,7 +251,7 @@ def counting_recipe(tmp_path):
     """The recipe with a scorer that logs each call to ``log`` (and can be interrupted once)."""
     def make(folder: str, interrupt_arm: str = "") -> tuple[Path, Path]:
         root = tmp_path / folder
-        write_plugin(root / "plugins", "counting", COUNTING)
+        write_plugin(root / "plugins", "counting", COUNTING, name="counting-choice")
         log = root / "calls.log"
         text = RECIPE.replace('plugin = "binary-choice"', f'plugin = "counting-choice"\nlog = "{log}"\n'
                                                             f'interrupt_arm = "{interrupt_arm}"')

@@ -16,46 +16,13 @@ from loctest.stats import rank_min_p
 from loctest.sweeps import nested_draws, point_name, sweep_arms, sweep_summary, trapezoid_area
 from loctest_plugins.locators.ig_truth_neurons import t_score
 
-from conftest import ROOT, tiny_recipe, write_plugin
+from conftest import ROOT, logging_scorer, tiny_recipe, write_plugin
 
 SHAPE = ModelShape(n_layers=2, n_heads=4, d_head=16, d_mlp=128, d_model=64)
 
 EXAMPLE = ROOT / "docs" / "examples" / "example_plugin.py"  # its top-activation locator scores its neurons
 
-LOGGED_KL = '''
-from pathlib import Path
-
-from pydantic import Field
-
-from loctest import hookimpl
-from loctest_plugins.scorers.kl import KLConfig, KLDivergence
-
-
-class LoggedKLConfig(KLConfig):
-    log: str = Field(..., description="File that gets the arm's name at each score() call.")
-    interrupt_arm: str = Field("", description="Arm whose first scoring is interrupted (once, like Ctrl-C).")
-
-
-class LoggedKL(KLDivergence):
-    name = "logged-kl"
-    description = "kl, logging its calls; can be interrupted once."
-    Config = LoggedKLConfig
-
-    def score(self, context, interventions):
-        log = Path(self.config.log)
-        interrupted = log.with_suffix(".interrupted")
-        if context.arm == self.config.interrupt_arm and not interrupted.exists():
-            interrupted.touch()
-            raise KeyboardInterrupt
-        with log.open("a") as f:
-            f.write(context.arm + "\\n")
-        return super().score(context, interventions)
-
-
-@hookimpl
-def register_scorers(register):
-    register(LoggedKL)
-'''
+LOGGED_KL = logging_scorer("loctest_plugins.scorers.kl", "KLDivergence", "KLConfig")
 
 BODY = """
 [plugins]
