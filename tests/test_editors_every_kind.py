@@ -146,13 +146,14 @@ def test_refused_combinations_say_why(tmp_path):
     ipo = editor("ipo-lora", EDITORS["ipo-lora"] | {"full_model": True})
     with pytest.raises(UserError, match=r"^ipo-lora: full_model .*residual stream"):
         ipo.interventions(context(cached_model("transformer-lens"), tmp_path), ComponentSet(["resid:1"]))
-    recipe = tiny_recipe(tmp_path, """[datasets.qa]
+    scored = """[datasets.qa]
 plugin = "truthfulqa-binary"
 limit = 4
 [scorers.choice]
 plugin = "binary-choice"
 dataset = "qa"
-[arms.resample]
+"""
+    recipe = tiny_recipe(tmp_path, scored + """[arms.resample]
 components = ["mlp:0:1"]
 editor = { plugin = "resample-ablation", dataset = "qa", positions = "prompt" }
 [arms.full]
@@ -164,13 +165,7 @@ editor = { plugin = "ipo-lora", dataset = "qa", full_model = true }
     problems = "\n".join(refused.value.problems)
     assert "arms.resample.editor.positions" in problems and "last prompt token" in problems
     assert "arms.full.editor" in problems and "residual stream" in problems
-    located = tiny_recipe(tmp_path, """[datasets.qa]
-plugin = "truthfulqa-binary"
-limit = 4
-[scorers.choice]
-plugin = "binary-choice"
-dataset = "qa"
-[arms.full]
+    located = tiny_recipe(tmp_path, scored + """[arms.full]
 locator = { plugin = "random", kind = "resid", count = 1 }
 editor = { plugin = "ipo-lora", dataset = "qa", full_model = true }
 """, name="located.toml")
